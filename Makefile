@@ -1,0 +1,46 @@
+# One entry point for every task; the README names `make setup`, `make run` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export LITELLM_OFFLINE_MODE := true
+RESULTS := $(CURDIR)/build/test-results
+
+.PHONY: setup run test lint test-llm-api test-kongsim test-collection test-molecule bench clean
+
+## Install everything the project needs on this machine (apt, podman settings, venv, image).
+setup:
+	scripts/setup-host.sh
+
+## Run llm_api locally on its embedded default (a demo model that needs no provider).
+run:
+	llm-api
+
+## The whole test suite, as CI runs it.
+test: setup
+	rm -rf $(RESULTS) && mkdir -p $(RESULTS)
+	$(MAKE) --no-print-directory lint test-llm-api test-kongsim test-collection test-molecule
+	scripts/test-summary.py $(RESULTS)
+
+lint:
+	ruff check .
+	ruff format --check .
+	yamllint --strict .
+	scripts/lint-extra.sh
+
+test-llm-api:
+	scripts/pytest.sh llm_api llm_api/tests
+
+test-kongsim:
+	scripts/pytest.sh kongsim tests/kongsim/tests
+
+test-collection:
+	scripts/test-collection.sh
+
+test-molecule:
+	scripts/test-molecule.sh
+
+clean:
+	rm -rf build .venv

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds the Debian 12 image with systemd as PID 1 that the Molecule scenarios start.
+# No registry is needed: the root filesystem comes from debootstrap against the host's own
+# Debian mirror. Rebuilt only when this script changes (the image carries its hash as a label).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+IMAGE=${AI_GATEWAY_IMAGE:-localhost/ai-gateway-debian:12}
+recipe=$(sha256sum "$0" | cut -c1-16)
+current=$(podman image inspect --format '{{ index .Labels "ai-gateway.recipe" }}' "$IMAGE" 2>/dev/null || true)
+if [ "$current" = "$recipe" ]; then
+  exit 0
+fi
+
+mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+if [ -z "$mirror" ]; then
+  mirror=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+fi
+[ -n "$mirror" ] || { echo "build-image: cannot read the host's Debian mirror" >&2; exit 1; }
+
+rootfs=$(mktemp -d)
+trap 'rm -rf "$rootfs"' EXIT
+echo "build-image: debootstrap bookworm from the host's mirror (about a minute)"
+debootstrap --variant=minbase \
+  --include=python3,python3-apt,systemd,systemd-sysv,dbus,ca-certificates,iproute2,procps,sudo,curl \
+  bookworm "$rootfs" "$mirror" >/dev/null
+
+# The same apt sources as the host, so that apt works inside the containers.
+rm -f "$rootfs/etc/apt/sources.list"
+cp -a /etc/apt/sources.list.d/. "$rootfs/etc/apt/sources.list.d/" 2>/dev/null || true
+[ -f /etc/apt/sources.list ] && cp /etc/apt/sources.list "$rootfs/etc/apt/sources.list"
+cp -a /usr/local/share/ca-certificates/. "$rootfs/usr/local/share/ca-certificates/" 2>/dev/null || true
+chroot "$rootfs" update-ca-certificates >/dev/null 2>&1 || true
+# Units that make no sense in a container and slow its boot.
+for unit in systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do
+  chroot "$rootfs" systemctl mask "$unit" >/dev/null 2>&1 || true
+done
+chroot "$rootfs" apt-get clean
+rm -rf "$rootfs"/var/lib/apt/lists/*
+
+tar -C "$rootfs" -c . | podman import \
+  --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL=SIGRTMIN+3' \
+  --change "LABEL ai-gateway.recipe=$recipe" - "$IMAGE" >/dev/null
+echo "build-image: $IMAGE ready"
