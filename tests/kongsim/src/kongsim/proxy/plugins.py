@@ -1,0 +1,495 @@
+"""The runtime side of the implemented plugins: key-auth, rate-limiting, request-transformer.
+
+Plugins run in Kong's priority order (key-auth 1250, rate-limiting 910, request-transformer
+801). For each plugin name one configuration applies to a request, chosen by
+``lookup_cfg`` in ``kong/runloop/plugins_iterator.lua``: consumer+route+service,
+consumer+route, consumer+service, route+service, consumer, route, service, global. The
+consumer is the one authenticated by the plugins that ran before, so a consumer-scoped
+rate-limiting instance applies once key-auth has identified the consumer. Disabled plugins and
+plugins whose ``protocols`` hold no HTTP protocol are left out, as Kong leaves them out.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from multidict import CIMultiDict
+
+from .uri import parse_query, remove_query_arg
+
+Entity = dict[str, Any]
+
+PRIORITIES = {"key-auth": 1250, "rate-limiting": 910, "request-transformer": 801}
+_HTTP_PROTOCOLS = frozenset(("http", "https", "grpc", "grpcs"))
+
+
+class PluginExit(Exception):
+    """A plugin ends the request with a Kong-generated error (``kong.response.error``)."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+@dataclass
+class RequestState:
+    """What plugins read and change while a request passes through (Kong's ``ngx.ctx`` and
+    the service request)."""
+
+    method: str
+    path: str  # normalised, without query
+    query: str  # raw query string sent upstream (without "?")
+    has_query: bool
+    headers: CIMultiDict[str]  # the headers sent upstream, plugins change them
+    client_ip: str  # the forwarded IP (after real-ip processing)
+    route: Entity
+    service: Entity | None
+    body: bytes | None = None
+    body_changed: bool = False
+    consumer: Entity | None = None
+    credential: Entity | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return len(value) == 36
+
+
+def _number(value: float) -> str:
+    """Render a number as Lua's ``tostring`` does for integral values."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _id(ref: Mapping[str, Any] | None) -> str | None:
+    return ref.get("id") if ref else None
+
+
+class PluginIndex:
+    """Lookups built once per snapshot: credentials by key, consumers by id/username, plugin
+    instances by scope."""
+
+    def __init__(
+        self,
+        plugins: Iterable[Entity],
+        consumers: Mapping[str, Entity],
+        credentials: Iterable[Entity],
+    ):
+        self.consumers = consumers
+        self.consumers_by_username = {
+            c["username"]: c for c in consumers.values() if c.get("username") is not None
+        }
+        self.credentials_by_key = {c["key"]: c for c in credentials if c.get("key") is not None}
+        self.combos: dict[str, dict[tuple[str | None, str | None, str | None], Entity]] = {}
+        for plugin in plugins:
+            name = plugin.get("name")
+            if name not in PRIORITIES or plugin.get("enabled") is False:
+                continue
+            if not _HTTP_PROTOCOLS.intersection(plugin.get("protocols") or _HTTP_PROTOCOLS):
+                continue
+            key = (
+                _id(plugin.get("route")),
+                _id(plugin.get("service")),
+                _id(plugin.get("consumer")),
+            )
+            self.combos.setdefault(name, {})[key] = plugin
+        self.names = sorted(self.combos, key=lambda n: -PRIORITIES[n])
+
+    def lookup(
+        self, name: str, route_id: str | None, service_id: str | None, consumer_id: str | None
+    ) -> Entity | None:
+        combos = self.combos.get(name)
+        if not combos:
+            return None
+        if route_id and service_id and consumer_id:
+            found = combos.get((route_id, service_id, consumer_id))
+            if found:
+                return found
+        if route_id and consumer_id:
+            found = combos.get((route_id, None, consumer_id))
+            if found:
+                return found
+        if service_id and consumer_id:
+            found = combos.get((None, service_id, consumer_id))
+            if found:
+                return found
+        if route_id and service_id:
+            found = combos.get((route_id, service_id, None))
+            if found:
+                return found
+        if consumer_id:
+            found = combos.get((None, None, consumer_id))
+            if found:
+                return found
+        if route_id:
+            found = combos.get((route_id, None, None))
+            if found:
+                return found
+        if service_id:
+            found = combos.get((None, service_id, None))
+            if found:
+                return found
+        return combos.get((None, None, None))
+
+    def load_consumer(self, ident: str, by_username: bool) -> Entity | None:
+        if _is_uuid(ident):
+            found = self.consumers.get(ident)
+            if found:
+                return found
+        if by_username:
+            return self.consumers_by_username.get(ident)
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# key-auth (kong/plugins/key-auth/handler.lua, 3.9.3)
+
+_ERR_DUPLICATE = "Duplicate API key found"
+_ERR_NO_KEY = "No API key found in request"
+_ERR_INVALID = "Unauthorized"
+
+
+def _header_values(headers: CIMultiDict[str], name: str) -> list[str]:
+    # ngx.req.get_headers() lower-cases names; its lookup falls back to the name with
+    # underscores turned into dashes.
+    values = headers.getall(name, [])
+    if not values and "_" in name:
+        values = headers.getall(name.replace("_", "-"), [])
+    return values
+
+
+def _parse_body(state: RequestState) -> dict[str, Any]:
+    """``kong.request.get_body``: form, JSON object or multipart fields; empty on errors."""
+    body = state.body or b""
+    content_type = (state.headers.get("Content-Type") or "").lower()
+    try:
+        if "application/x-www-form-urlencoded" in content_type:
+            fields: dict[str, Any] = {}
+            for name, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True):
+                current = fields.get(name)
+                if current is None:
+                    fields[name] = value
+                elif isinstance(current, list):
+                    current.append(value)
+                else:
+                    fields[name] = [current, value]
+            return fields
+        if "application/json" in content_type:
+            parsed = json.loads(body)
+            return parsed if isinstance(parsed, dict) else {}
+        if "multipart/form-data" in content_type:
+            return _parse_multipart(body, state.headers.get("Content-Type") or "")
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return {}
+
+
+def _parse_multipart(body: bytes, content_type: str) -> dict[str, Any]:
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    fields: dict[str, Any] = {}
+    if not message.is_multipart():
+        return fields
+    for part in message.iter_parts():  # type: ignore[attr-defined]
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            payload = part.get_payload(decode=True) or b""
+            fields[str(name)] = payload.decode("latin-1")
+    return fields
+
+
+def _remove_body_field(state: RequestState, name: str) -> None:
+    content_type = (state.headers.get("Content-Type") or "").lower()
+    body = state.body or b""
+    if "application/x-www-form-urlencoded" in content_type:
+        pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True)
+        state.body = urlencode([(k, v) for k, v in pairs if k != name]).encode("latin-1")
+        state.body_changed = True
+    elif "application/json" in content_type:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return
+        if isinstance(parsed, dict):
+            parsed.pop(name, None)
+            state.body = json.dumps(parsed, separators=(",", ":")).encode()
+            state.body_changed = True
+
+
+def _set_consumer(state: RequestState, consumer: Entity | None, credential: Entity | None) -> None:
+    state.consumer = consumer
+    state.credential = credential
+    headers = state.headers
+    for header, value in (
+        ("X-Consumer-ID", consumer and consumer.get("id")),
+        ("X-Consumer-Custom-ID", consumer and consumer.get("custom_id")),
+        ("X-Consumer-Username", consumer and consumer.get("username")),
+        ("X-Credential-Identifier", credential and credential.get("id")),
+    ):
+        if value is not None:
+            headers[header] = str(value)
+        else:
+            headers.popall(header, None)
+    if credential:
+        headers.popall("X-Anonymous-Consumer", None)
+    else:
+        headers["X-Anonymous-Consumer"] = "true"
+
+
+def _authenticate(conf: Mapping[str, Any], state: RequestState, index: PluginIndex) -> None:
+    """Raise :class:`PluginExit` (401) unless a valid key is found; set the consumer."""
+    realm = conf.get("realm")
+    www_auth = {"WWW-Authenticate": f'Key realm="{realm}"' if realm else "Key"}
+    query: dict[str, Any] | None = None
+    body: dict[str, Any] | None = None
+    key: str | None = None
+    for name in conf.get("key_names") or []:
+        value: Any = None
+        if conf.get("key_in_header", True):
+            values = _header_values(state.headers, name)
+            if len(values) == 1:
+                value = values[0]
+            elif values:
+                value = values
+        if value is None and conf.get("key_in_query", True):
+            if query is None:
+                query = parse_query(state.query)
+            value = query.get(name)
+        if value is None and conf.get("key_in_body", False):
+            if body is None:
+                body = _parse_body(state)
+            value = body.get(name)
+        if isinstance(value, str):
+            key = value
+            if conf.get("hide_credentials"):
+                if state.query:
+                    state.query = remove_query_arg(state.query, name)
+                state.headers.popall(name, None)
+                if conf.get("key_in_body"):
+                    _remove_body_field(state, name)
+            break
+        if isinstance(value, list):
+            raise PluginExit(401, _ERR_DUPLICATE, www_auth)
+    if not key:
+        raise PluginExit(401, _ERR_NO_KEY, www_auth)
+    credential = index.credentials_by_key.get(key)
+    if credential is not None:
+        expires_at = credential.get("expires_at")
+        if expires_at is not None and expires_at <= time.time():
+            credential = None
+    if credential is None:
+        raise PluginExit(401, _ERR_INVALID, www_auth)
+    consumer = index.consumers.get(_id(credential.get("consumer")) or "")
+    _set_consumer(state, consumer, credential)
+
+
+def key_auth(conf: Mapping[str, Any], state: RequestState, index: PluginIndex) -> None:
+    if not conf.get("run_on_preflight", True) and state.method == "OPTIONS":
+        return
+    anonymous = conf.get("anonymous")
+    if not anonymous:
+        _authenticate(conf, state, index)
+        return
+    # "logical OR": an earlier auth plugin already authenticated the request.
+    if state.credential is not None:
+        return
+    try:
+        _authenticate(conf, state, index)
+    except PluginExit:
+        consumer = index.load_consumer(anonymous, by_username=True)
+        if consumer is None:
+            # kong.client.authenticate(nil, nil) raises, and the plugin runner turns the
+            # error into a 500.
+            raise PluginExit(500, "An unexpected error occurred") from None
+        _set_consumer(state, consumer, None)
+
+
+# ---------------------------------------------------------------------------------------
+# rate-limiting (kong/plugins/rate-limiting/handler.lua and policies/init.lua, 3.9.3)
+
+PERIODS = ("second", "minute", "hour", "day", "month", "year")
+EXPIRATION = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86400,
+    "month": 2592000,
+    "year": 31536000,
+}
+_X_LIMIT = {p: f"X-RateLimit-Limit-{p.capitalize()}" for p in PERIODS}
+_X_REMAINING = {p: f"X-RateLimit-Remaining-{p.capitalize()}" for p in PERIODS}
+_EMPTY_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+def period_starts(now: int) -> dict[str, int]:
+    """``kong.tools.timestamp.get_timestamps``: the UTC calendar start of each period, in
+    seconds (Kong uses milliseconds; the buckets are the same)."""
+    t = time.gmtime(now)
+    return {
+        "second": now,
+        "minute": now - t.tm_sec,
+        "hour": now - t.tm_sec - 60 * t.tm_min,
+        "day": calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0)),
+        "month": calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0)),
+        "year": calendar.timegm((t.tm_year, 1, 1, 0, 0, 0)),
+    }
+
+
+class RateCounters:
+    """The ``local`` policy's shared-dict counters of one node."""
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self.clock = clock
+        self._counts: dict[tuple[str, str, str, str, int], int] = {}
+        self._expires: dict[tuple[str, str, str, str, int], int] = {}
+        self._next_purge = 0
+
+    def usage(self, key: tuple[str, str, str, str, int]) -> int:
+        return self._counts.get(key, 0)
+
+    def increment(self, keys: Iterable[tuple[str, str, str, str, int]], now: int) -> None:
+        for key in keys:
+            self._counts[key] = self._counts.get(key, 0) + 1
+            self._expires.setdefault(key, key[4] + EXPIRATION[key[3]])
+        if now >= self._next_purge:
+            self._next_purge = now + 1
+            for key, expiry in list(self._expires.items()):
+                if expiry < now:
+                    del self._expires[key]
+                    self._counts.pop(key, None)
+
+
+def _identifier(conf: Mapping[str, Any], state: RequestState) -> str:
+    limit_by = conf.get("limit_by") or "consumer"
+    identifier: str | None = None
+    if limit_by == "service":
+        identifier = _id(state.service)
+    elif limit_by == "consumer":
+        identifier = _id(state.consumer) or _id(state.credential)
+    elif limit_by == "credential":
+        identifier = _id(state.credential)
+    elif limit_by == "header":
+        name = conf.get("header_name")
+        identifier = state.headers.get(name) if name else None
+    elif limit_by == "path" and state.path == conf.get("path"):
+        identifier = state.path
+    return identifier or state.client_ip
+
+
+def rate_limiting(
+    conf: Mapping[str, Any], plugin: Entity, state: RequestState, counters: RateCounters
+) -> None:
+    now = int(counters.clock())
+    identifier = _identifier(conf, state)
+    starts = period_starts(now)
+    route_id = _id(plugin.get("route")) or _EMPTY_UUID
+    service_id = _id(plugin.get("service")) or _EMPTY_UUID
+    usage: list[tuple[str, Any, Any]] = []
+    keys = []
+    stop: str | None = None
+    for period in PERIODS:
+        limit = conf.get(period)
+        if limit is None:
+            continue
+        key = (route_id, service_id, identifier, period, starts[period])
+        keys.append(key)
+        remaining = limit - counters.usage(key)
+        usage.append((period, limit, remaining))
+        if remaining <= 0:
+            stop = period
+    if not usage:
+        return
+    if not conf.get("hide_client_headers"):
+        headers = state.response_headers
+        best_limit: Any = None
+        best_window = 0
+        best_remaining: Any = None
+        reset = 1
+        for period, limit, remaining in usage:
+            window = EXPIRATION[period]
+            if stop is None or stop == period:
+                remaining = remaining - 1
+            remaining = max(0, remaining)
+            if (
+                best_limit is None
+                or remaining < best_remaining
+                or (remaining == best_remaining and window > best_window)
+            ):
+                best_limit, best_window, best_remaining = limit, window, remaining
+                reset = max(1, window - (now - starts[period]))
+            headers[_X_LIMIT[period]] = _number(limit)
+            headers[_X_REMAINING[period]] = _number(remaining)
+        headers["RateLimit-Limit"] = _number(best_limit)
+        headers["RateLimit-Remaining"] = _number(best_remaining)
+        headers["RateLimit-Reset"] = str(reset)
+        if stop is not None:
+            headers["Retry-After"] = str(reset)
+    if stop is not None:
+        # Blocked requests are not counted: Kong returns before scheduling the increment.
+        raise PluginExit(
+            int(conf.get("error_code") or 429),
+            str(conf.get("error_message") or "API rate limit exceeded"),
+        )
+    counters.increment(keys, now)
+
+
+# ---------------------------------------------------------------------------------------
+# request-transformer, headers only (kong/plugins/request-transformer/access.lua)
+
+
+def _pairs(entries: Iterable[str] | None) -> list[tuple[str, str]]:
+    result = []
+    for entry in entries or []:
+        name, _, value = entry.partition(":")
+        result.append((name, value.lstrip(":")))
+    return result
+
+
+def _section(conf: Mapping[str, Any], name: str) -> list[str]:
+    section = conf.get(name) or {}
+    return list(section.get("headers") or [])
+
+
+def request_transformer(conf: Mapping[str, Any], state: RequestState) -> None:
+    """Kong's order: remove, rename, replace, add, append."""
+    headers = state.headers
+    for name, _ in _pairs(_section(conf, "remove")):
+        if name.lower() != "host":
+            headers.popall(name, None)
+    for old, new in _pairs(_section(conf, "rename")):
+        if old.lower() == "host" or old == new:
+            continue
+        values = headers.getall(old, [])
+        if values:
+            headers.popall(old)
+            for value in values:
+                headers.add(new, value)
+    for name, value in _pairs(_section(conf, "replace")):
+        if name.lower() == "host":
+            headers["Host"] = value
+        elif name in headers:
+            headers[name] = value
+    for name, value in _pairs(_section(conf, "add")):
+        if name.lower() != "host" and name not in headers:
+            headers[name] = value
+    for name, value in _pairs(_section(conf, "append")):
+        if name.lower() != "host":
+            headers.add(name, value)
