@@ -1,0 +1,158 @@
+#!/usr/bin/python
+# ruff: noqa: E402 - Ansible modules import after their DOCUMENTATION strings
+# -*- coding: utf-8 -*-
+# Copyright: ai-gateway project
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: kong_info
+short_description: Read Kong Gateway's version, mode, node status and entities
+version_added: 1.0.0
+description:
+  - Returns Kong's version and edition, its database mode (V(postgres), or V(off) for DB-less),
+    the node status (C(GET /status)) and, optionally, entities filtered by tags.
+  - Key-auth keys are masked.
+author:
+  - ai-gateway project
+extends_documentation_fragment:
+  - ai_gateway.kong.kong
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads.
+  diff_mode:
+    support: none
+    description: Nothing changes, so there is nothing to diff.
+  action_group:
+    description: >-
+      Use C(group/ai_gateway.kong.kong) in C(module_defaults) to set the connection options once.
+    support: full
+    membership:
+      - ai_gateway.kong.kong
+options:
+  entities:
+    description:
+      - Kinds of entities to list. None lists none (only node information is returned).
+    type: list
+    elements: str
+    choices: [services, routes, consumers, plugins, key-auths]
+    default: []
+  tags:
+    description:
+      - List only entities that carry all these tags (at most 5, Kong's limit).
+    type: list
+    elements: str
+    default: []
+"""
+
+EXAMPLES = r"""
+- name: Read Kong's version and mode
+  ai_gateway.kong.kong_info:
+    admin_url: http://127.0.0.1:8001
+  register: kong
+
+- name: Fail early on a DB-less node
+  ansible.builtin.assert:
+    that: kong.database != 'off'
+    fail_msg: "Kong {{ kong.version }} runs DB-less: use ai_gateway.kong.kong_declarative"
+
+- name: List what this project owns
+  ai_gateway.kong.kong_info:
+    admin_url: http://127.0.0.1:8001
+    entities: [services, routes, plugins]
+    tags: [ai-gateway]
+  register: owned
+"""
+
+RETURN = r"""
+version:
+  description: Kong's version.
+  returned: always
+  type: str
+  sample: 3.9.3
+edition:
+  description: Kong's edition (V(community) for OSS).
+  returned: always
+  type: str
+  sample: community
+database:
+  description: Kong's C(database) setting; V(off) means DB-less.
+  returned: always
+  type: str
+  sample: postgres
+node:
+  description: Kong's hostname, node id, the plugins it has and the plugins in use (from C(GET /)).
+  returned: always
+  type: dict
+  sample:
+    hostname: gw1
+    node_id: 5b0d41a6-2e0b-4f84-9fb5-1f8ed3f5c0b0
+    plugins_available: [key-auth, rate-limiting]
+    plugins_in_use: [key-auth]
+status:
+  description: The node status as C(GET /status) returns it (C(configuration_hash) when DB-less).
+  returned: always
+  type: dict
+  sample: {database: {reachable: true}, server: {connections_active: 2}}
+entities:
+  description: For each kind in O(entities), the entities as Kong stores them.
+  returned: always
+  type: dict
+  sample: {services: [{name: llm-api, host: 127.0.0.1, port: 8080}]}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_text
+from ansible_collections.ai_gateway.kong.plugins.module_utils.entity import mask
+from ansible_collections.ai_gateway.kong.plugins.module_utils.kong import (
+    KongClient,
+    KongError,
+    kong_argument_spec,
+)
+
+
+def main():
+    spec = kong_argument_spec()
+    spec.update(
+        entities=dict(
+            type="list",
+            elements="str",
+            default=[],
+            choices=["services", "routes", "consumers", "plugins", "key-auths"],
+        ),
+        tags=dict(type="list", elements="str", default=[]),
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    client = KongClient.from_module(module)
+    try:
+        node = client.node()
+        status = client.get("/status") or {}
+        entities = {}
+        for kind in module.params["entities"]:
+            rows = client.list("/%s" % kind, tags=module.params["tags"]) or []
+            entities[kind] = mask(rows) if kind == "key-auths" else rows
+    except KongError as e:
+        module.fail_json(msg=to_text(e), status=e.status, kong_error=e.body)
+    plugins = node.get("plugins") or {}
+    module.exit_json(
+        changed=False,
+        version=node.get("version"),
+        edition=node.get("edition"),
+        database=client.database(),
+        node=dict(
+            hostname=node.get("hostname"),
+            node_id=node.get("node_id"),
+            plugins_available=sorted(plugins.get("available_on_server") or {}),
+            plugins_in_use=plugins.get("enabled_in_cluster"),
+        ),
+        status=status,
+        entities=entities,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""kong_declarative: apply, unchanged via the config hash, diff, check mode, errors."""
+
+import json
+
+import pytest
+from ansible_collections.ai_gateway.kong.plugins.modules import kong_declarative
+
+URL = "http://kong.test:8001"
+CONFIG = {
+    "_format_version": "3.0",
+    "services": [
+        {"name": "llm", "url": "http://u.test:8080", "routes": [{"name": "llm", "paths": ["/llm"]}]}
+    ],
+    "consumers": [{"username": "alice", "keyauth_credentials": [{"key": "vault-key-123"}]}],
+}
+
+
+@pytest.fixture
+def dbless(kong):
+    kong.database = "off"
+    return kong
+
+
+def test_apply_then_unchanged(dbless, run_module):
+    result = run_module(kong_declarative, {"admin_url": URL, "config": CONFIG})
+    assert result["changed"] is True
+    posts = [c for c in dbless.calls if c[0] == "POST"]
+    assert posts[0][1] == "/config"
+    assert json.loads(posts[0][2]["config"]) == CONFIG
+    assert result["configuration_hash"] == dbless.config_hash
+    assert result["entities"] == {
+        "services": 1,
+        "routes": 1,
+        "consumers": 1,
+        "keyauth_credentials": 1,
+    }
+    dbless.calls.clear()
+    again = run_module(kong_declarative, {"admin_url": URL, "config": CONFIG})
+    assert again["changed"] is False
+    assert [c for c in dbless.calls if c[0] == "POST"] == []
+
+
+def test_diff_shows_the_changed_entity_field_and_masks_keys(dbless, run_module):
+    run_module(kong_declarative, {"admin_url": URL, "config": CONFIG})
+    changed = json.loads(json.dumps(CONFIG))
+    changed["services"][0]["routes"][0]["paths"] = ["/v2"]
+    # What GET /config shows: the config Kong runs, with ids and defaults filled in.
+    dbless.config_text = json.dumps(
+        {
+            "_format_version": "3.0",
+            "services": [
+                {"id": "s1", "name": "llm", "protocol": "http", "host": "u.test", "port": 8080}
+            ],
+            "routes": [
+                {
+                    "id": "r1",
+                    "name": "llm",
+                    "paths": ["/llm"],
+                    "service": {"id": "s1"},
+                    "strip_path": True,
+                }
+            ],
+            "consumers": [{"id": "c1", "username": "alice"}],
+            "keyauth_credentials": [{"id": "k1", "key": "vault-key-123", "consumer": {"id": "c1"}}],
+        }
+    )
+    result = run_module(kong_declarative, {"admin_url": URL, "config": changed}, check=True)
+    assert result["changed"] is True
+    assert result["diff"]["before"] == {
+        "routes": {"llm": {"name": "llm", "paths": ["/llm"], "service": "llm"}}
+    }
+    assert result["diff"]["after"] == {
+        "routes": {"llm": {"name": "llm", "paths": ["/v2"], "service": "llm"}}
+    }
+    assert "vault-key-123" not in json.dumps(result["diff"])
+
+
+def test_check_mode_does_not_post(dbless, run_module):
+    result = run_module(kong_declarative, {"admin_url": URL, "config": CONFIG}, check=True)
+    assert result["changed"] is True
+    assert [c for c in dbless.calls if c[0] == "POST"] == []
+
+
+def test_yaml_text_and_absent(dbless, run_module):
+    text = "_format_version: '3.0'\nconsumers:\n  - username: bob\n"
+    assert run_module(kong_declarative, {"admin_url": URL, "config": text})["changed"] is True
+    assert dbless.config_text == text
+    assert run_module(kong_declarative, {"admin_url": URL, "config": text})["changed"] is False
+    gone = run_module(kong_declarative, {"admin_url": URL, "state": "absent"})
+    assert gone["changed"] is True
+    assert json.loads(dbless.config_text) == {"_format_version": "3.0"}
+
+
+def test_invalid_config_error(dbless, run_module):
+    dbless.errors[("POST", "/config")] = (
+        400,
+        {
+            "code": 14,
+            "name": "invalid declarative configuration",
+            "message": "declarative config is invalid: {}",
+            "fields": {"services": [{"port": "value should be between 0 and 65535"}]},
+        },
+    )
+    result = run_module(kong_declarative, {"admin_url": URL, "config": CONFIG})
+    assert result["failed"] is True
+    assert "invalid declarative configuration" in result["msg"]
+    assert '"port": "value should be between 0 and 65535"' in result["msg"]
+
+
+def test_refuses_a_kong_with_a_database(kong, run_module):
+    result = run_module(kong_declarative, {"admin_url": URL, "config": CONFIG})
+    assert result["failed"] is True
+    assert "uses database=postgres" in result["msg"]

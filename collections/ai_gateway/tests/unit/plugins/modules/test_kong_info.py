@@ -1,0 +1,32 @@
+"""kong_info: version, mode, status and tagged entities, read-only."""
+
+from ansible_collections.ai_gateway.kong.plugins.modules import kong_info
+
+URL = "http://kong.test:8001"
+
+
+def test_reports_node_and_tagged_entities(kong, run_module):
+    kong.add("services", name="mine", host="m", tags=["gw"])
+    kong.add("services", name="theirs", host="t")
+    alice = kong.add("consumers", username="alice", tags=["gw"])
+    kong.add("key-auths", consumer={"id": alice["id"]}, key="topsecret", tags=["gw"])
+    result = run_module(
+        kong_info, {"admin_url": URL, "entities": ["services", "key-auths"], "tags": ["gw"]}
+    )
+    assert result["changed"] is False
+    assert (result["version"], result["edition"], result["database"]) == (
+        "3.9.3",
+        "community",
+        "postgres",
+    )
+    assert result["status"]["database"] == {"reachable": True}
+    assert [s["name"] for s in result["entities"]["services"]] == ["mine"]
+    assert result["entities"]["key-auths"][0]["key"] == "********"
+    assert kong.writes() == []
+
+
+def test_old_kong_is_refused(kong, run_module):
+    kong.version = "2.8.1"
+    result = run_module(kong_info, {"admin_url": URL})
+    assert result["failed"] is True
+    assert "needs Kong 3.0 or newer" in result["msg"]
