@@ -1,0 +1,3 @@
+from kongsim.cli import main
+
+raise SystemExit(main())

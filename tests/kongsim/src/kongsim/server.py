@@ -1,0 +1,426 @@
+"""The node: storage, Admin API, status API and proxy listeners in one asyncio process.
+
+Implements :class:`kongsim.runtime.Runtime` for the proxy side: ``snapshot`` is rebuilt after every
+local write, and in PostgreSQL mode also when another node's write bumps the change counter
+(polled every ``db_update_frequency`` seconds, as Kong polls its cluster events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from kongsim import KONG_VERSION, declarative
+from kongsim import conf as kconf
+from kongsim.admin import AdminAPI, json_response
+from kongsim.dao import DAO, expired, public
+from kongsim.errors import HTTPError, KongError
+from kongsim.runtime import Snapshot
+from kongsim.store import MemoryStore, PostgresStore, Store
+
+log = logging.getLogger("kongsim")
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+class Node:
+    """One simulated Kong node (the ``Runtime`` the proxy app is given)."""
+
+    def __init__(self, conf: dict[str, Any]):
+        self._conf = conf
+        self.dbless = conf.get("database") == "off"
+        self.store: Store = MemoryStore()
+        self.dao = DAO(self.store, conf["loaded_plugins"], dbless=self.dbless)
+        self._snapshot = Snapshot(version="0")
+        self.config_hash = declarative.EMPTY_HASH
+        self.node_id = self._node_id()
+        self.stats = {"total_requests": 0}
+        self.ready = False
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._seen_version = -1
+        self._stopped = asyncio.Event()
+        self._access_logs: dict[str, Any] = {}
+
+    # --- Runtime protocol -------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    @property
+    def conf(self) -> dict[str, Any]:
+        return self._conf
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def _node_id(self) -> str:
+        path = os.path.join(self._conf["prefix"], "kong.id")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError:
+            node_id = str(uuid.uuid4())
+            with contextlib.suppress(OSError), open(path, "w", encoding="utf-8") as fh:
+                fh.write(node_id)
+            return node_id
+
+    async def start(self) -> None:
+        conf = self._conf
+        if self.dbless:
+            await self._load_initial_declarative()
+        else:
+            self.store = await PostgresStore.connect(conf)
+            self.dao.store = self.store
+        await self.refresh(force=True)
+        await self._listen("admin_listeners", AdminAPI(self).app())
+        await self._listen("status_listeners", self.status_app())
+        if conf.get("proxy_listeners"):
+            from kongsim.proxy import create_proxy_app
+
+            await self._listen("proxy_listeners", create_proxy_app(self))
+        if not self.dbless:
+            self._tasks.append(asyncio.ensure_future(self._poll()))
+        self.ready = True
+        log.info("kongsim %s started (database=%s)", KONG_VERSION, conf.get("database"))
+
+    async def _listen(self, key: str, app: web.Application) -> None:
+        listeners = [entry for entry in self._conf.get(key) or [] if not entry.get("ssl")]
+        if not listeners:
+            return
+        # aiohttp's own access log is off: the node writes Kong-style access logs itself.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        for entry in listeners:
+            host = entry["ip"].strip("[]")
+            site = web.TCPSite(runner, host, entry["port"], reuse_address=True, backlog=1024)
+            await site.start()
+            log.info("%s listening on %s:%s", key, host, entry["port"])
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        await self.store.close()
+        for fh in self._access_logs.values():
+            fh.close()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def reload(self, conf: dict[str, Any]) -> None:
+        """SIGHUP: pick up a re-read kong.conf (plugins, db_update_frequency, declarative
+        config); listeners stay as they are."""
+        keep = {
+            k: self._conf[k] for k in ("proxy_listeners", "admin_listeners", "status_listeners")
+        }
+        self._conf = {**conf, **keep}
+        self.dao.enabled_plugins = list(conf["loaded_plugins"])
+        if self.dbless and (
+            conf.get("declarative_config") or conf.get("declarative_config_string")
+        ):
+            await self._load_initial_declarative()
+        await self.refresh(force=True)
+        log.info("configuration reloaded")
+
+    async def _load_initial_declarative(self) -> None:
+        conf = self._conf
+        text = conf.get("declarative_config_string")
+        if not text and conf.get("declarative_config"):
+            text = await asyncio.to_thread(_read_text, conf["declarative_config"])
+        if not text:
+            return
+        rows = declarative.load(self.dao, declarative.parse_text(text))
+        await self.store.replace_all(rows)
+        self.config_hash = declarative.config_hash(text)
+
+    # --- configuration changes --------------------------------------------------------------
+
+    async def refresh(self, *, force: bool = False) -> None:
+        version = await self.store.version()
+        if not force and version == self._seen_version:
+            return
+        rows = await self.dao.snapshot_rows()
+        creds = []
+        for row in rows["keyauth_credentials"]:
+            cred = public(row)
+            cred.pop("ttl", None)
+            cred["expires_at"] = row.get("_expires_at")
+            creds.append(cred)
+        self._snapshot = Snapshot(
+            version=f"{version}-{time.monotonic_ns()}",
+            services={r["id"]: public(r) for r in rows["services"]},
+            routes=[public(r) for r in rows["routes"]],
+            consumers={r["id"]: public(r) for r in rows["consumers"]},
+            plugins=[public(r) for r in rows["plugins"]],
+            keyauth_credentials=creds,
+        )
+        self._seen_version = version
+
+    async def changed(self) -> None:
+        """Called after a local write: publish the new configuration at once."""
+        await self.refresh(force=True)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(float(self._conf.get("db_update_frequency") or 5))
+            try:
+                await self.refresh()
+            except Exception:  # a database outage must not kill the node; Kong keeps serving
+                log.exception("could not poll the database for changes")
+
+    async def db_reachable(self) -> bool:
+        try:
+            await self.store.version()
+        except Exception:
+            return False
+        return True
+
+    def plugins_in_use(self) -> list[str]:
+        return sorted({p["name"] for p in self._snapshot.plugins})
+
+    # --- DB-less /config --------------------------------------------------------------------
+
+    def export_config(self) -> str:
+        snapshot_rows = {
+            "services": list(self._snapshot.services.values()),
+            "routes": self._snapshot.routes,
+            "consumers": list(self._snapshot.consumers.values()),
+            "plugins": self._snapshot.plugins,
+            "keyauth_credentials": [
+                {k: v for k, v in c.items() if k != "expires_at"}
+                for c in self._snapshot.keyauth_credentials
+                if not expired({"_expires_at": c.get("expires_at")})
+            ],
+        }
+        return declarative.export(snapshot_rows)
+
+    async def post_config(self, request: web.Request) -> web.Response:
+        """``POST /config`` (kong/api/routes/config.lua)."""
+        query = request.query
+        check_hash = query.get("check_hash") in ("1", "true")
+        flatten = query.get("flatten_errors") in ("1", "true")
+        ctype = (request.headers.get("Content-Type") or "").lower()
+        raw = await request.read()
+        text: str | None = None
+        config: Any = None
+        if not ctype:
+            if not raw:
+                raise HTTPError(400, {"message": "expected a declarative configuration"})
+            raise HTTPError(415)
+        if ctype.startswith("application/json"):
+            try:
+                body = json.loads(raw.decode() if raw else "")
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise HTTPError(400, {"message": "Cannot parse JSON body"}) from exc
+            if isinstance(body, dict) and isinstance(body.get("config"), str):
+                text = body["config"]
+            elif isinstance(body, dict) and "_format_version" in body:
+                config = body
+            else:
+                raise HTTPError(400, {"message": "expected a declarative configuration"})
+        elif ctype.startswith(("application/yaml", "text/yaml")):
+            text = raw.decode(errors="replace")
+        elif ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.post() if raw or ctype.startswith("multipart") else {}
+            value = form.get("config") if form else None
+            if value is None:
+                from urllib.parse import parse_qs
+
+                value = (parse_qs(raw.decode()).get("config") or [None])[0]
+            if not isinstance(value, str):
+                raise HTTPError(400, {"message": "expected a declarative configuration"})
+            text = value
+        else:
+            raise HTTPError(415)
+        if text is not None:
+            new_hash = declarative.config_hash(text)
+            if check_hash and new_hash == self.config_hash:
+                raise HTTPError(304)
+            try:
+                config = declarative.parse_text(text)
+            except KongError as exc:
+                raise exc from None
+        else:
+            new_hash = declarative.config_hash(json.dumps(config, sort_keys=True))
+        try:
+            rows = declarative.load(self.dao, config)
+        except declarative.DeclarativeError as exc:
+            body_err = dict(exc.body)
+            body_err["fields"] = declarative.json_errors(exc.fields)
+            if flatten:
+                body_err["flattened_errors"] = exc.flattened
+            raise HTTPError(400, body_err) from exc
+        await self.store.replace_all(rows)
+        self.config_hash = new_hash
+        await self.changed()
+        return json_response(
+            201,
+            {
+                entity: {r["id"]: public(r) for r in items}
+                for entity, items in rows.items()
+                if items
+            },
+        )
+
+    # --- status listener --------------------------------------------------------------------
+
+    def status_app(self) -> web.Application:
+        admin = AdminAPI(self)
+
+        async def ready(request: web.Request) -> web.Response:
+            if not self.ready:
+                return json_response(503, {"message": "Kong is not ready"})
+            if self.dbless and self.config_hash == declarative.EMPTY_HASH:
+                return json_response(
+                    503, {"message": "no configuration available (empty configuration present)"}
+                )
+            if not self.dbless and not await self.db_reachable():
+                return json_response(503, {"message": "failed to connect to database"})
+            return json_response(200, {"message": "ready"})
+
+        async def status(request: web.Request) -> web.Response:
+            return await admin.status(request)
+
+        app = web.Application()
+        app.router.add_get("/status/ready", ready)
+        app.router.add_get("/status", status)
+        return app
+
+    # --- logs -------------------------------------------------------------------------------
+
+    def log_error(self, msg: str, *, exc_info: bool = False) -> None:
+        log.error(msg, exc_info=exc_info)
+
+    def access_log(self, kind: str, request: web.Request, status: int) -> None:
+        """Kong's default access log line (nginx ``combined``-like) under the prefix."""
+        key = {"admin": "admin_access_log", "proxy": "proxy_access_log"}.get(
+            kind, "proxy_access_log"
+        )
+        path = kconf.prefix_path(self._conf, self._conf.get(key))
+        if not path:
+            return
+        fh = self._access_logs.get(path)
+        if fh is None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fh = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - kept open for the node's life
+            self._access_logs[path] = fh
+        peer = request.remote or "-"
+        stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+        agent = request.headers.get("User-Agent", "-")
+        version = f"{request.version.major}.{request.version.minor}"
+        fh.write(
+            f'{peer} - - [{stamp}] "{request.method} {request.path_qs} HTTP/{version}" '
+            f'{status} 0 "-" "{agent}"\n'
+        )
+
+
+def setup_logging(conf: dict[str, Any]) -> None:
+    path = kconf.prefix_path(conf, conf.get("proxy_error_log"))
+    level = {
+        "debug": logging.DEBUG,
+        "info": logging.INFO,
+        "notice": logging.INFO,
+        "warn": logging.WARNING,
+    }.get(str(conf.get("log_level")), logging.ERROR)
+    handler: logging.Handler
+    if path and path not in ("/dev/stderr", "/dev/stdout"):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        handler = logging.FileHandler(path)
+    else:
+        handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s [%(levelname)s] %(process)d#0: %(message)s", "%Y/%m/%d %H:%M:%S"
+        )
+    )
+    root = logging.getLogger("kongsim")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def prepare_prefix(conf: dict[str, Any]) -> None:
+    """``kong prepare``: the prefix tree Kong creates (logs, pids) and the running config."""
+    prefix = conf["prefix"]
+    for sub in ("logs", "pids"):
+        os.makedirs(os.path.join(prefix, sub), exist_ok=True)
+    for key in ("proxy_access_log", "proxy_error_log", "admin_access_log", "admin_error_log"):
+        path = kconf.prefix_path(conf, conf.get(key))
+        if path and not path.startswith("/dev/"):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "a", encoding="utf-8"):
+                pass
+    kconf.write_kong_env(conf)
+
+
+def serve(conf: dict[str, Any], *, ready_fd: int | None = None) -> int:
+    """Run a node until SIGTERM/SIGINT/SIGQUIT; SIGHUP reloads. Returns the exit status."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    setup_logging(conf)
+    return asyncio.run(_serve(conf, ready_fd))
+
+
+async def _serve(conf: dict[str, Any], ready_fd: int | None) -> int:
+    node = Node(conf)
+    try:
+        await node.start()
+    except Exception as exc:
+        log.error("could not start Kong: %s", exc)
+        await node.stop()
+        if ready_fd is not None:
+            os.write(ready_fd, f"error: {exc}\n".encode())
+            os.close(ready_fd)
+        raise
+    pid_path = conf["nginx_pid"]
+    os.makedirs(os.path.dirname(pid_path), exist_ok=True)
+    await asyncio.to_thread(_write_text, pid_path, f"{os.getpid()}\n")
+    if ready_fd is not None:
+        os.write(ready_fd, b"ok\n")
+        os.close(ready_fd)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        loop.add_signal_handler(sig, stop.set)
+
+    reloads: set[asyncio.Future[None]] = set()
+
+    def on_hup() -> None:
+        async def do_reload() -> None:
+            try:
+                new_conf = kconf.load(conf["kong_env"], env={}, strict=False)
+                await node.reload(new_conf)
+            except Exception:
+                log.exception("reload failed")
+
+        reloads.add(asyncio.ensure_future(do_reload()))
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await stop.wait()
+    log.info("exiting")
+    await node.stop()
+    with contextlib.suppress(OSError):
+        os.unlink(pid_path)
+    return 0

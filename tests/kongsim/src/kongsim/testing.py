@@ -1,0 +1,353 @@
+"""Test harness: a private PostgreSQL server and simulator nodes run as real processes.
+
+    with postgres_server() as pg:
+        dbname = pg.create_database()
+        with kong_node({"database": "postgres", **pg.kong_conf(dbname)}) as node:
+            urllib.request.urlopen(node.admin_url + "/status")
+
+PostgreSQL refuses to run as root, so when the tests run as root the server runs as the
+``postgres`` user (``runuser``) in a temporary directory that user owns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+PG_BIN_CANDIDATES = (
+    "/usr/lib/postgresql/15/bin",
+    *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True),
+)
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pg_bin() -> str:
+    explicit = os.environ.get("KONGSIM_PG_BIN")
+    for candidate in ([explicit] if explicit else []) + list(PG_BIN_CANDIDATES):
+        if candidate and os.path.isfile(os.path.join(candidate, "postgres")):
+            return candidate
+    raise RuntimeError("PostgreSQL server binaries not found (install Debian's 'postgresql')")
+
+
+def _postgres_user() -> dict[str, Any]:
+    """Popen arguments that drop root to the ``postgres`` user (the server refuses root).
+
+    Dropping privileges in the child itself (rather than through ``runuser``) keeps the
+    server as our direct child, so a signal sent to it reaches PostgreSQL itself."""
+    if os.geteuid() == 0:
+        return {"user": "postgres", "group": "postgres", "extra_groups": []}
+    return {}
+
+
+@dataclass
+class PostgresServer:
+    """A running private PostgreSQL; ``user`` is a superuser that needs no password."""
+
+    host: str
+    port: int
+    user: str
+    datadir: str
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def connect(self, dbname: str = "postgres") -> Any:
+        import psycopg
+
+        return psycopg.connect(
+            host=self.host, port=self.port, user=self.user, dbname=dbname, autocommit=True
+        )
+
+    def create_database(self, name: str | None = None) -> str:
+        """Create a fresh, empty database and return its name."""
+        name = name or "kong_" + uuid.uuid4().hex[:12]
+        with self.connect() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def kong_conf(self, dbname: str) -> dict[str, Any]:
+        """The kong.conf keys that point a node at ``dbname`` on this server."""
+        return {
+            "database": "postgres",
+            "pg_host": self.host,
+            "pg_port": self.port,
+            "pg_user": self.user,
+            "pg_database": dbname,
+        }
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """Start PostgreSQL (initdb + postgres) on a random loopback port; stop and delete it after."""
+    bindir = _pg_bin()
+    tmp = tempfile.mkdtemp(prefix="kongsim-pg-")
+    datadir = os.path.join(tmp, "data")
+    if os.geteuid() == 0:
+        shutil.chown(tmp, "postgres", "postgres")
+    process = None
+    logfile = None
+    try:
+        initdb = [os.path.join(bindir, "initdb"), "-D", datadir, "-A", "trust", "-U", "postgres"]
+        initdb += ["-E", "UTF8", "--no-sync", "--locale=C"]
+        subprocess.run(initdb, check=True, capture_output=True, **_postgres_user())
+        port = free_port()
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+        }
+        cmd = [os.path.join(bindir, "postgres"), "-D", datadir, "-p", str(port), "-k", tmp]
+        for key, value in settings.items():
+            cmd += ["-c", f"{key}={value}"]
+        logfile = open(os.path.join(tmp, "postgres.log"), "wb")  # noqa: SIM115 - closed below
+        process = subprocess.Popen(
+            cmd, stdout=logfile, stderr=subprocess.STDOUT, **_postgres_user()
+        )
+        server = PostgresServer("127.0.0.1", port, "postgres", datadir, process)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                server.connect().close()
+                break
+            except Exception:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    logfile.close()
+                    with open(
+                        os.path.join(tmp, "postgres.log"), encoding="utf-8", errors="replace"
+                    ) as fh:
+                        raise RuntimeError("PostgreSQL did not start:\n" + fh.read()) from None
+                time.sleep(0.1)
+        yield server
+    finally:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if logfile is not None:
+            logfile.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def kong_command(*args: str) -> list[str]:
+    """The simulator's CLI as a command line (``python -m kongsim``, like the ``kong`` script)."""
+    return [sys.executable, "-m", "kongsim", *args]
+
+
+def write_conf(path: str, conf: dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for key, value in conf.items():
+            if isinstance(value, bool):
+                value = "on" if value else "off"
+            fh.write(f"{key} = {value}\n")
+
+
+class KongNode:
+    """A simulator node as a real subprocess on random loopback ports, in a temporary prefix.
+
+    ``conf`` holds kong.conf keys (ports and prefix are filled in unless given); ``env`` adds
+    environment variables. With ``database = postgres`` the database is bootstrapped first
+    (``bootstrap=False`` skips that).
+    """
+
+    def __init__(
+        self,
+        conf: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        *,
+        bootstrap: bool = True,
+        prefix: str | None = None,
+    ):
+        self._own_prefix = prefix is None
+        self.prefix = prefix or tempfile.mkdtemp(prefix="kongsim-node-")
+        self.proxy_port = free_port()
+        self.admin_port = free_port()
+        self.status_port = free_port()
+        self.conf: dict[str, Any] = {
+            "prefix": self.prefix,
+            "proxy_listen": f"127.0.0.1:{self.proxy_port}",
+            "admin_listen": f"127.0.0.1:{self.admin_port}",
+            "status_listen": f"127.0.0.1:{self.status_port}",
+            "anonymous_reports": "off",
+            "database": "off",
+            **(conf or {}),
+        }
+        self.env = env or {}
+        self.bootstrap = bootstrap
+        self.conf_path = os.path.join(self.prefix, "kong.conf")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+    @property
+    def status_url(self) -> str:
+        return f"http://127.0.0.1:{self.status_port}"
+
+    def environ(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KONG_")}
+        env.update(self.env)
+        return env
+
+    def kong(
+        self, *args: str, check: bool = False, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a ``kong`` subcommand against this node's kong.conf (``-c`` is appended)."""
+        write_conf(self.conf_path, self.conf)
+        return subprocess.run(
+            kong_command(*args, "-c", self.conf_path),
+            env=self.environ(),
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    def start(self, timeout: float = 30) -> KongNode:
+        write_conf(self.conf_path, self.conf)
+        if self.conf.get("database") == "postgres" and self.bootstrap:
+            result = self.kong("migrations", "bootstrap")
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"kong migrations bootstrap failed:\n{result.stdout}{result.stderr}"
+                )
+        env = self.environ()
+        env["KONG_NGINX_DAEMON"] = "off"
+        self.stderr_path = os.path.join(self.prefix, "stderr.log")
+        with open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen(
+                kong_command("start", "-c", self.conf_path),
+                env=env,
+                stdout=err,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"kong start exited with {self.process.returncode}:\n{self.output()}"
+                )
+            try:
+                with urllib.request.urlopen(self.admin_url + "/status", timeout=2) as resp:  # noqa: S310
+                    if resp.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"kong did not answer on {self.admin_url}:\n{self.output()}")
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        with open(self.stderr_path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_prefix:
+            shutil.rmtree(self.prefix, ignore_errors=True)
+
+    def __enter__(self) -> KongNode:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def kong_node(
+    conf: dict[str, Any] | None = None, env: dict[str, str] | None = None, **kwargs: Any
+) -> Iterator[KongNode]:
+    """A started :class:`KongNode`, stopped (and its prefix removed) on exit."""
+    node = KongNode(conf, env, **kwargs)
+    node.start()
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Any
+    body: bytes
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+def http(
+    method: str,
+    url: str,
+    *,
+    json: Any = None,
+    data: bytes | str | dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> Response:
+    """One HTTP request with the standard library; never raises on 4xx/5xx."""
+    import json as jsonlib
+    from urllib.parse import urlencode
+
+    hdrs = dict(headers or {})
+    body: bytes | None = None
+    if json is not None:
+        body = jsonlib.dumps(json).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    elif isinstance(data, dict):
+        body = urlencode(data, doseq=True).encode()
+        hdrs.setdefault("Content-Type", "application/x-www-form-urlencoded")
+    elif isinstance(data, str):
+        body = data.encode()
+    else:
+        body = data
+    req = urllib.request.Request(url, data=body, method=method, headers=hdrs)  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            return Response(resp.status, resp.headers, resp.read())
+    except urllib.error.HTTPError as exc:
+        return Response(exc.code, exc.headers, exc.read())
