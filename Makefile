@@ -8,7 +8,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export LITELLM_OFFLINE_MODE := true
 RESULTS := $(CURDIR)/build/test-results
 
-.PHONY: setup run test lint test-llm-api test-kongsim test-collection test-molecule bench clean
+.PHONY: setup run test lint test-llm-api test-kongsim test-collection test-molecule bench bench-kongsim clean
 
 ## Install everything the project needs on this machine (apt, podman settings, venv, image).
 setup:
@@ -35,6 +35,10 @@ test-llm-api:
 
 test-kongsim:
 	scripts/pytest.sh kongsim tests/kongsim/tests
+
+## Proxy-path benchmark of the Kong simulator (prints req/s and latency, asserts nothing).
+bench-kongsim:
+	python tests/kongsim/bench/run.py
 
 test-collection:
 	scripts/test-collection.sh

@@ -9,18 +9,14 @@ service, then the balancer (DNS failure 503 ``name resolution failed``) and ngin
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
-import socket
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from . import errors
 from .plugins import (
@@ -34,6 +30,7 @@ from .plugins import (
 )
 from .router import Match, Router
 from .settings import SERVER_HEADER, ProxySettings
+from .upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from .uri import escape
 
 # Headers nginx sets itself with ``proxy_set_header`` (so the client's copies are not sent),
@@ -58,11 +55,15 @@ _OVERRIDDEN = (
     "Proxy",
     "Proxy-Connection",
 )
-_HOP_BY_HOP_RESPONSE = ("Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length")
+_HOP_BY_HOP_RESPONSE = frozenset(
+    ("connection", "keep-alive", "transfer-encoding", "content-length")
+)
+# Answers of known length up to this size are read whole and sent in one write, as nginx's
+# proxy buffers would hold them.
+_BUFFER_LIMIT = 1024 * 1024
 # nginx retries non-idempotent requests only when nothing was sent yet
 # (``proxy_next_upstream`` without ``non_idempotent``).
 _NON_IDEMPOTENT = frozenset(("POST", "LOCK", "PATCH"))
-_CHUNK = 64 * 1024
 
 
 class _State:
@@ -70,6 +71,7 @@ class _State:
 
     def __init__(self, snapshot: Any, conf: Mapping[str, Any]):
         self.version = snapshot.version
+        self.conf = conf
         self.settings = ProxySettings.from_conf(conf)
         self.router = Router(snapshot.routes, snapshot.services)
         self.index = PluginIndex(snapshot.plugins, snapshot.consumers, snapshot.keyauth_credentials)
@@ -77,18 +79,6 @@ class _State:
             (p.get("config") or {}).get("key_in_body")
             for p in self.index.combos.get("key-auth", {}).values()
         )
-        self.timeouts: dict[str, aiohttp.ClientTimeout] = {}
-
-    def timeout(self, service: Mapping[str, Any]) -> aiohttp.ClientTimeout:
-        found = self.timeouts.get(service["id"])
-        if found is None:
-            found = aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=int(service.get("connect_timeout") or 60000) / 1000,
-                sock_read=int(service.get("read_timeout") or 60000) / 1000,
-            )
-            self.timeouts[service["id"]] = found
-        return found
 
 
 def _ms(start: float, end: float) -> str:
@@ -115,27 +105,23 @@ class ProxyServer:
         self.runtime = runtime
         self.counters = RateCounters()
         self._state: _State | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: UpstreamPool | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def on_startup(self, _app: web.Application) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=10),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self._pool = UpstreamPool()
 
     async def on_cleanup(self, _app: web.Application) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            self._pool.close()
 
     def state(self) -> _State:
-        snapshot = self.runtime.snapshot
+        runtime = self.runtime
+        snapshot = runtime.snapshot
         state = self._state
-        if state is None or state.version != snapshot.version:
-            state = _State(snapshot, self.runtime.conf)
+        if state is None or state.version != snapshot.version or state.conf is not runtime.conf:
+            state = _State(snapshot, runtime.conf)
             self._state = state
         return state
 
@@ -460,22 +446,27 @@ class ProxyServer:
         path = escape(match.upstream_uri)
         if plugin_state.query or request.raw_path.endswith("?"):
             path = f"{path}?{plugin_state.query}"
-        url_host = f"[{service_host}]" if ":" in service_host else service_host
-        url = URL(f"{scheme}://{url_host}:{port}{path}", encoded=True)
-        data: Any = plugin_state.body if buffered else request.content
-        if not buffered and not request.body_exists:
-            data = None
+        body = plugin_state.body
+        stream = None
+        if body is not None:
+            out["Content-Length"] = str(len(body))
+        elif not buffered and request.body_exists:
+            out["Transfer-Encoding"] = "chunked"
+            stream = request.content.iter_any()
+        lines = [f"{name}: {value}\r\n" for name, value in out.items()]
+        head = f"{request.method} {path} HTTP/1.1\r\n{''.join(lines)}\r\n".encode(
+            "utf-8", "surrogateescape"
+        )
         return await self._proxy(
             request,
             state,
-            service,
-            url,
-            out,
-            data,
+            match,
+            head,
+            body,
+            stream,
             request_id,
             start,
             plugin_state.response_headers,
-            retries_allowed=buffered,
         )
 
     def _nginx_error(
@@ -502,113 +493,130 @@ class ProxyServer:
         self,
         request: web.Request,
         state: _State,
-        service: Mapping[str, Any],
-        url: URL,
-        out: CIMultiDict[str],
-        data: Any,
+        match: Match,
+        head: bytes,
+        body: bytes | None,
+        stream: Any,
         request_id: str,
         start: float,
         extra: Mapping[str, str],
-        retries_allowed: bool,
     ) -> web.StreamResponse:
-        session = self._session
-        assert session is not None
-        timeout = state.timeout(service)
-        tries = 1 + int(service.get("retries") if service.get("retries") is not None else 5)
+        """nginx's proxy_pass: up to ``retries`` more tries on connection errors and
+        timeouts (``proxy_next_upstream error timeout``; POST/PATCH/LOCK only while nothing
+        was sent), then the error handler's 502/504."""
+        pool = self._pool
+        assert pool is not None
+        service = match.service
+        assert service is not None
+        host = str(service.get("host"))
+        tls = service.get("protocol") == "https"
+        port = int(service.get("port") or (443 if tls else 80))
+        retries = service.get("retries")
+        tries = 1 + (5 if retries is None else int(retries))
+        if stream is not None:
+            tries = 1  # an unbuffered body cannot be sent twice
         idempotent = request.method not in _NON_IDEMPOTENT
-        tls: dict[str, Any] = {}
-        if url.scheme == "https" and not service.get("tls_verify"):
-            # Kong does not verify upstream certificates unless tls_verify is set.
-            tls["ssl"] = False
-        sent_at = time.monotonic()
+        connect_timeout = int(service.get("connect_timeout") or 60000) / 1000
+        read_timeout = int(service.get("read_timeout") or 60000) / 1000
         status = 502
+        sent_at = time.monotonic()
         for attempt in range(tries):
-            last = attempt == tries - 1 or not retries_allowed
             sent_at = time.monotonic()
             try:
-                upstream = await session.request(
+                upstream = await pool.request(
+                    host,
+                    port,
+                    tls,
+                    bool(service.get("tls_verify")),
+                    head,
+                    body,
+                    stream,
                     request.method,
-                    url,
-                    headers=out,
-                    data=data,
-                    allow_redirects=False,
-                    timeout=timeout,
-                    **tls,
+                    connect_timeout,
+                    read_timeout,
                 )
-            except aiohttp.ClientConnectorError as exc:
-                if isinstance(exc.os_error, socket.gaierror):
+            except UpstreamError as exc:
+                if exc.kind == "dns":
                     # The balancer resolves the name before proxying: kong.response.error.
                     return self._exit(
                         request, state, 503, "name resolution failed", request_id, start, extra
                     )
-                status = 502
-                if last:
-                    break
-                continue
-            except TimeoutError:
-                status = 504
-                if last or not idempotent:
-                    break
-                continue
-            except (aiohttp.ClientError, OSError):
-                status = 502
-                if last or not idempotent:
-                    break
-                continue
-            return await self._relay(request, state, upstream, request_id, start, sent_at, extra)
+                status = 504 if exc.kind == "timeout" else 502
+                if attempt + 1 < tries and (idempotent or not exc.sent):
+                    continue
+                break
+            return await self._relay(
+                request, state, match, upstream, request_id, start, sent_at, extra
+            )
         return self._upstream_error(request, state, status, request_id, start, sent_at, extra)
 
     async def _relay(
         self,
         request: web.Request,
         state: _State,
-        upstream: aiohttp.ClientResponse,
+        match: Match,
+        upstream: UpstreamResponse,
         request_id: str,
         start: float,
         sent_at: float,
         extra: Mapping[str, str],
     ) -> web.StreamResponse:
-        """Pass the upstream answer through chunk by chunk, as it arrives."""
+        """Pass the upstream answer on. Bodies of unknown length (SSE, chunked) go out chunk
+        by chunk as they arrive; so do all bodies when the route has
+        ``response_buffering: false``."""
         first_byte_at = time.monotonic()
         settings = state.settings
         try:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            out = response.headers
-            upstream_headers = upstream.headers
-            drop = set()
-            connection = upstream_headers.get("Connection")
+            out: CIMultiDict[str] = CIMultiDict()
+            drop: set[str] = set()
+            connection = upstream.header("Connection")
             if connection:
                 drop.update(n.strip().lower() for n in connection.split(","))
-            for name, value in upstream_headers.items():
-                if name in _HOP_BY_HOP_RESPONSE or name.lower() in drop:
+            has_te = "TE" in request.headers
+            via = None
+            for name, value in upstream.headers:
+                lower = name.lower()
+                if lower in _HOP_BY_HOP_RESPONSE or lower in drop:
                     continue
-                if name.lower() == "trailer" and "TE" not in request.headers:
+                if lower == "trailer" and not has_te:
+                    continue
+                if lower == "via":
+                    via = value
                     continue
                 out.add(name, value)
             for name, value in extra.items():
                 out[name] = value
-            self._proxied_headers(
-                out,
-                settings,
-                request_id,
-                start,
-                sent_at,
-                first_byte_at,
-                upstream_headers.get("Via"),
-            )
+            self._proxied_headers(out, settings, request_id, start, sent_at, first_byte_at, via)
             if "x-kong-upstream-status" in settings.enabled_headers:
                 out["X-Kong-Upstream-Status"] = str(upstream.status)
             if "Server" not in out:
                 out["Server"] = _server_name(settings)
-            length = upstream_headers.get("Content-Length")
-            if length is not None and "Transfer-Encoding" not in upstream_headers:
-                with contextlib.suppress(ValueError):
-                    response.content_length = int(length)
+            length = upstream.length
+            if (
+                length is not None
+                and length <= _BUFFER_LIMIT
+                and not upstream.complete
+                and match.route.get("response_buffering") is not False
+            ):
+                try:
+                    data = await upstream.read()
+                except UpstreamError:
+                    return self._upstream_error(
+                        request, state, 502, request_id, start, sent_at, extra
+                    )
+                return web.Response(
+                    status=upstream.status, reason=upstream.reason, body=data, headers=out
+                )
+            response = web.StreamResponse(
+                status=upstream.status, reason=upstream.reason, headers=out
+            )
+            if length is not None:
+                response.content_length = length
             await response.prepare(request)
             try:
-                async for chunk in upstream.content.iter_any():
+                async for chunk in upstream.iter_chunks():
                     await response.write(chunk)
-            except (aiohttp.ClientError, TimeoutError):
+            except UpstreamError:
                 # The upstream broke off mid-body: nginx closes the client connection too.
                 response.force_close()
                 if request.transport is not None:

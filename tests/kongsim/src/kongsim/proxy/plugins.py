@@ -339,9 +339,21 @@ _X_REMAINING = {p: f"X-RateLimit-Remaining-{p.capitalize()}" for p in PERIODS}
 _EMPTY_UUID = "00000000-0000-0000-0000-000000000000"
 
 
+_starts_cache: dict[int, dict[str, int]] = {}
+
+
 def period_starts(now: int) -> dict[str, int]:
     """``kong.tools.timestamp.get_timestamps``: the UTC calendar start of each period, in
     seconds (Kong uses milliseconds; the buckets are the same)."""
+    found = _starts_cache.get(now)
+    if found is None:
+        if len(_starts_cache) > 8:
+            _starts_cache.clear()
+        found = _starts_cache[now] = _period_starts(now)
+    return found
+
+
+def _period_starts(now: int) -> dict[str, int]:
     t = time.gmtime(now)
     return {
         "second": now,
