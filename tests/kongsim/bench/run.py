@@ -159,7 +159,7 @@ def main() -> int:
         _wait(direct_url)
         with KongNode({"database": "off", "declarative_config": config}) as node:
             proxy_url = f"{node.proxy_url}/bench?_fast=1"
-            request = urllib.request.Request(proxy_url, headers={"apikey": KEY})
+            request = urllib.request.Request(proxy_url, headers={"apikey": KEY})  # noqa: S310
             with urllib.request.urlopen(request) as resp:  # noqa: S310 - loopback only
                 assert resp.headers["X-RateLimit-Limit-Second"], "rate-limiting did not run"
                 assert resp.headers["Via"] == "1.1 kong/3.9.3", "not proxied by the simulator"
