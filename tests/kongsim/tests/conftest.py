@@ -118,6 +118,12 @@ def pg_admin(pg_node: KongNode) -> Admin:
 
 
 @pytest.fixture
+def dbless_admin(dbless_node: KongNode) -> Admin:
+    """The DB-less node only (``/config``, 405 on writes)."""
+    return Admin(dbless_node, "off")
+
+
+@pytest.fixture
 def uid() -> str:
     """A short unique suffix so tests sharing a node never collide on names."""
     return uuid.uuid4().hex[:8]

@@ -155,7 +155,8 @@ def test_tag_validation(pg_admin):
     assert resp.status == 400
     assert resp.json()["fields"] == {
         "tags": [
-            "invalid tag 'a,b': expected printable ascii (except `,` and `/`) or valid utf-8 sequences"
+            "invalid tag 'a,b': expected printable ascii (except `,` and `/`) or valid utf-8 "
+            "sequences"
         ]
     }
 

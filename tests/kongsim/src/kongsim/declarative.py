@@ -70,7 +70,9 @@ def load(dao: DAO, config: Any) -> dict[str, list[dict[str, Any]]]:
     """Validate a declarative config (already parsed) and return every entity, keyed by
     entity name, in the stored shape. Raises :class:`DeclarativeError` with Kong's error tree."""
     if not isinstance(config, dict):
-        raise DeclarativeError({"error": "expected an object"})
+        raise DeclarativeError(
+            {"error": "failed parsing declarative configuration: expected an object"}
+        )
     errors: dict[str, Any] = {}
     version = config.get("_format_version")
     if version is None:
@@ -175,18 +177,26 @@ def load(dao: DAO, config: Any) -> dict[str, list[dict[str, Any]]]:
                 _set_error(errors, path, field_errors)
                 flattened.append(_flat(entity, item, field_errors))
                 continue
-            for fname in schema.unique_fields:
-                if row.get(fname) is not None:
-                    marker = (entity, fname, str(row[fname]))
-                    if marker in seen:
-                        _set_error(
-                            errors,
-                            path,
-                            f"uniqueness violation: '{entity}' entity with {fname} set to "
-                            f"'{row[fname]}' already declared",
-                            entity=True,
-                        )
-                    seen[marker] = path
+            duplicate = self_dup = None
+            for fname in [*schema.unique_fields, "id"]:
+                if row.get(fname) is None:
+                    continue
+                marker = (entity, fname, str(row[fname]))
+                if marker in seen and duplicate is None:
+                    label = "primary key" if fname == "id" else fname
+                    duplicate = (
+                        f"uniqueness violation: '{entity}' entity with {label} set to "
+                        f"'{row[fname]}' already declared"
+                    )
+                    self_dup = fname in ("id", schema.endpoint_key)
+                seen[marker] = path
+            if duplicate:
+                # Kong reports a duplicate id or endpoint key at the entry's position, any other
+                # duplicate unique value under the entry's endpoint key (declarative_config.lua).
+                key = _ref_key(entity, row)
+                where = path if self_dup or key is None else (*path[:-1], key)
+                _set_error(errors, where, duplicate)
+                continue
             out[entity].append(row)
     if errors:
         raise DeclarativeError(errors, flattened)

@@ -62,10 +62,17 @@ def lua_literal(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}={lua_literal(value[k])}" for k in sorted(value)) + "}"
     if isinstance(value, list):
         return "{" + ",".join(lua_literal(v) for v in value) + "}"
+    if isinstance(value, dict):
+        ints = sorted(k for k in value if isinstance(k, int))
+        if ints and ints == list(range(1, len(value) + 1)):
+            return lua_literal([value[k] for k in ints])
+        parts = [f"[{k}]={lua_literal(value[k])}" for k in ints]
+        for key in sorted(k for k in value if not isinstance(k, int)):
+            name = key if key.isidentifier() else f'["{key}"]'
+            parts.append(f"{name}={lua_literal(value[key])}")
+        return "{" + ",".join(parts) + "}"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
