@@ -1,0 +1,422 @@
+"""The FastAPI application: `create_app(settings)`, its lifespan, middleware and routes."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from llm_api import __version__
+from llm_api.backends import Backend, Stream, Usage
+from llm_api.backends.mock import MockBackend
+from llm_api.backends.native import NativeBackend
+from llm_api.config import Config, load_config
+from llm_api.errors import ApiError, UpstreamError, internal_error, model_not_found
+from llm_api.observability import ACCESS_LOGGER, Metrics, Redactor, RequestContext
+from llm_api.router import Router
+from llm_api.settings import Settings
+from llm_api.validation import parse_json, validate_chat, validate_embeddings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+ENDPOINTS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+    }
+)
+MAX_REQUEST_ID = 200
+log = logging.getLogger(ACCESS_LOGGER)
+
+
+@dataclass
+class Gateway:
+    """The long-lived objects, built by the lifespan (app.state.gateway)."""
+
+    config: Config
+    router: Router
+    created: int
+
+
+class BodyTooLarge(ApiError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            f"The request body exceeds the limit of {limit} bytes.",
+            "invalid_request_error",
+            "request_too_large",
+        )
+
+
+def _error_response(err: ApiError) -> Response:
+    return Response(err.json(), err.status, err.headers, "application/json")
+
+
+def _ctx(request: Request) -> RequestContext:
+    ctx: RequestContext = request.scope["state"]["ctx"]
+    return ctx
+
+
+def _gateway(request: Request) -> Gateway:
+    gw: Gateway | None = getattr(request.app.state, "gateway", None)
+    if gw is None:
+        raise ApiError(503, "The service is starting.", "server_error", "not_ready")
+    return gw
+
+
+def _set_usage(ctx: RequestContext, usage: Usage | None) -> None:
+    if usage is not None:
+        ctx.tokens_in, ctx.tokens_out = usage.prompt_tokens, usage.completion_tokens
+
+
+class SSEResponse(Response):
+    """Streams an upstream Stream as SSE; a failure in the middle ends it with an error event."""
+
+    def __init__(self, stream: Stream, ctx: RequestContext) -> None:
+        super().__init__(media_type="text/event-stream")
+        self._stream = stream
+        self._ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),  # proxies (Kong/nginx) must not buffer
+                ],
+            }
+        )
+        tail = b""
+        try:
+            async for data in self._stream:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        except UpstreamError as exc:
+            err = exc.to_api_error()
+            self._ctx.error_code = err.code
+            tail = b"data: " + err.json() + b"\n\n"
+        except OSError:
+            self._ctx.error_code = "client_disconnected"
+        except Exception:
+            err = internal_error(self._ctx.request_id)
+            self._ctx.error_code = err.code
+            tail = b"data: " + err.json() + b"\n\n"
+        finally:
+            await self._stream.aclose()
+            _set_usage(self._ctx, self._stream.usage)
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def build_routes() -> APIRouter:
+    # Handlers take the raw Request: the body is forwarded as sent (see validation.py), and
+    # skipping FastAPI's body models keeps the per-request cost in microseconds.
+    api = APIRouter()
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        ctx = _ctx(request)
+        gw = _gateway(request)
+        body = parse_json(await request.body())
+        model = ctx.model = validate_chat(body)
+        if not gw.router.has_model(model):
+            raise model_not_found(model)
+        if body.get("stream"):
+            ctx.stream = True
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+            async def open_stream(backend: Backend, dep: Any) -> Stream:
+                return await backend.open_stream(dep, body, include_usage)
+
+            stream = await gw.router.execute(model, ctx, open_stream)
+            return SSEResponse(stream, ctx)
+
+        async def chat(backend: Backend, dep: Any) -> tuple[bytes, Usage | None]:
+            return await backend.chat(dep, body)
+
+        data, usage = await gw.router.execute(model, ctx, chat)
+        _set_usage(ctx, usage)
+        return Response(data, media_type="application/json")
+
+    @api.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        ctx = _ctx(request)
+        gw = _gateway(request)
+        body = parse_json(await request.body())
+        model = ctx.model = validate_embeddings(body)
+        if not gw.router.has_model(model):
+            raise model_not_found(model)
+
+        async def embed(backend: Backend, dep: Any) -> tuple[bytes, Usage | None]:
+            return await backend.embeddings(dep, body)
+
+        data, usage = await gw.router.execute(model, ctx, embed)
+        _set_usage(ctx, usage)
+        return Response(data, media_type="application/json")
+
+    @api.get("/v1/models")
+    async def models(request: Request) -> Response:
+        gw = _gateway(request)
+        data = [
+            {"id": name, "object": "model", "created": gw.created, "owned_by": "ai-gateway"}
+            for name in gw.config.model_names
+        ]
+        return _json({"object": "list", "data": data})
+
+    @api.get("/health/live")
+    async def live() -> Response:
+        return _json({"status": "ok"})
+
+    @api.get("/health/ready")
+    async def ready(request: Request) -> Response:
+        gw = getattr(request.app.state, "gateway", None)
+        if gw is None:
+            return _json({"status": "starting"}, 503)
+        return _json({"status": "ready", "models": len(gw.config.model_names)})
+
+    @api.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        registry = request.app.state.metrics.registry
+        return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return api
+
+
+def _json(obj: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj), status, media_type="application/json")
+
+
+class GatewayMiddleware:
+    """Request id, gateway secret, body limit, then one log line and the metrics per request."""
+
+    def __init__(self, app: Any, settings: Settings, metrics: Metrics, fastapi: FastAPI) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.fastapi = fastapi
+        self.max_body = settings.max_body_bytes
+        self.access_log = settings.access_log
+        secret = settings.gateway_secret
+        self.secret = secret.get_secret_value().encode() if secret else None
+        self.secret_header = settings.gateway_secret_header.lower().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        kong_id = username = consumer_id = given_secret = length = None
+        for name, value in scope["headers"]:
+            if name == b"x-kong-request-id":
+                kong_id = value
+            elif name == b"x-consumer-username":
+                username = value
+            elif name == b"x-consumer-id":
+                consumer_id = value
+            elif name == b"content-length":
+                length = value
+            elif name == self.secret_header:
+                given_secret = value
+        request_id = _request_id(kong_id)
+        path = scope["path"]
+        consumer_id_s = _header_text(consumer_id)
+        ctx = RequestContext(
+            request_id=request_id,
+            consumer=_header_text(username) or consumer_id_s or "anonymous",
+            consumer_id=consumer_id_s,
+            endpoint=path if path in ENDPOINTS else "other",
+            start=start,
+        )
+        scope.setdefault("state", {})["ctx"] = ctx
+        rid_header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ctx.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        try:
+            err = self._reject(path, given_secret, length)
+            if err is not None:
+                await self._send_error(err, ctx, send_with_id)
+                return
+            received = 0
+
+            async def limited_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_body:
+                        raise BodyTooLarge(self.max_body)
+                return message
+
+            await self.app(scope, limited_receive, send_with_id)
+        except Exception:
+            # Unexpected: only the request id goes out; nothing else is logged either, since a
+            # traceback can carry provider URLs, keys and class names.
+            if ctx.status == 0:
+                await self._send_error(internal_error(request_id), ctx, send_with_id)
+            ctx.error_code = "internal_error"
+        finally:
+            self._finish(ctx, path)
+
+    def _reject(self, path: str, given: bytes | None, length: bytes | None) -> ApiError | None:
+        protected = path == "/v1" or path.startswith("/v1/")
+        if (
+            self.secret is not None
+            and protected
+            and (given is None or not hmac.compare_digest(given, self.secret))
+        ):
+            return ApiError(
+                401,
+                "Missing or invalid gateway secret.",
+                "authentication_error",
+                "invalid_gateway_secret",
+            )
+        if length is not None:
+            try:
+                too_large = int(length) > self.max_body
+            except ValueError:
+                return ApiError(400, "Invalid Content-Length.", "invalid_request_error")
+            if too_large:
+                return BodyTooLarge(self.max_body)
+        return None
+
+    async def _send_error(self, err: ApiError, ctx: RequestContext, send: Send) -> None:
+        ctx.error_code = err.code
+        headers = [(b"content-type", b"application/json")]
+        headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+        await send({"type": "http.response.start", "status": err.status, "headers": headers})
+        await send({"type": "http.response.body", "body": err.json()})
+
+    def _finish(self, ctx: RequestContext, path: str) -> None:
+        latency = time.perf_counter() - ctx.start
+        gw: Gateway | None = getattr(self.fastapi.state, "gateway", None)
+        model = ctx.model
+        if model is not None and (gw is None or not gw.router.has_model(model)):
+            model = "unknown"  # a client's arbitrary model names must not become label values
+        self.metrics.finish(ctx, model or "", latency)
+        if self.access_log and ctx.endpoint not in ("/health/live", "/health/ready", "/metrics"):
+            level = logging.WARNING if ctx.status >= 500 else logging.INFO
+            log.log(level, "request", extra={"fields": ctx.log_fields(latency)})
+
+
+def _header_text(value: bytes | None) -> str | None:
+    if not value:
+        return None
+    return value.decode("latin-1")[:MAX_REQUEST_ID]
+
+
+def _request_id(kong_id: bytes | None) -> str:
+    """Kong's request id when it sent a sane one (printable ASCII), else a new one."""
+    if kong_id and len(kong_id) <= MAX_REQUEST_ID and kong_id.isascii():
+        text = kong_id.decode()
+        if text.isprintable() and " " not in text:
+            return text
+    return uuid.uuid4().hex
+
+
+def create_app(settings: Settings | None = None, config: Config | None = None) -> FastAPI:
+    """Build the app. The config is loaded here, so a bad one fails before serving anything.
+
+    Also the uvicorn factory (`llm_api.app:create_app`): then settings come from the environment.
+    """
+    settings = settings or Settings()
+    config = config or load_config(settings.config)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=settings.upstream_max_connections, ttl_dns_cache=300)
+        session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        backends: dict[str, Backend] = {
+            "native": NativeBackend(session),
+            "mock": MockBackend(),
+        }
+        translated = None
+        if config.needs_litellm:
+            # LiteLLM costs ~3 s of CPU and ~190 MB to import: only when a deployment needs it,
+            # in a thread, so that readiness and the native path do not wait for it.
+            from llm_api.backends.translated import TranslatedBackend
+
+            translated = backends["litellm"] = TranslatedBackend()
+        secrets = config.secrets
+        if settings.gateway_secret is not None:
+            secrets.append(settings.gateway_secret.get_secret_value())
+        redactor = Redactor(secrets)
+        handlers = list(logging.getLogger().handlers)
+        for handler in handlers:
+            handler.addFilter(redactor)
+        app.state.gateway = Gateway(config, Router(config, backends, metrics), int(time.time()))
+        try:
+            yield
+        finally:
+            app.state.gateway = None
+            await session.close()
+            if translated is not None:
+                await translated.aclose()
+            for handler in handlers:
+                handler.removeFilter(redactor)
+
+    app = FastAPI(
+        title="llm_api",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.metrics = metrics
+    app.state.gateway = None
+    app.include_router(build_routes())
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        err = exc.to_api_error() if isinstance(exc, UpstreamError) else exc
+        assert isinstance(err, ApiError)
+        _ctx(request).error_code = err.code
+        return _error_response(err)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 405:
+            err = ApiError(
+                405, "Method not allowed.", "invalid_request_error", "method_not_allowed"
+            )
+        else:
+            err = ApiError(exc.status_code, "Not found.", "invalid_request_error", "not_found")
+        _ctx(request).error_code = err.code
+        return _error_response(err)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        err = ApiError(400, "Invalid request.", "invalid_request_error", "invalid_value")
+        _ctx(request).error_code = err.code
+        return _error_response(err)
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(UpstreamError, api_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(GatewayMiddleware, settings=settings, metrics=metrics, fastapi=app)
+    return app

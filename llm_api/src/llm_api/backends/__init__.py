@@ -1,0 +1,58 @@
+"""Backends: how one attempt on one deployment is made. The router around them is shared.
+
+Each backend raises `errors.UpstreamError` for every upstream failure, before the first byte of a
+stream (from `open_stream`) or in its middle (from iterating the stream), so retries, fallbacks,
+cooldowns, metrics and logs behave the same whichever path a deployment takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from llm_api.config import Deployment
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @classmethod
+    def from_openai(cls, usage: Any) -> Usage | None:
+        if not isinstance(usage, dict):
+            return None
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        return cls(
+            prompt if isinstance(prompt, int) else 0,
+            completion if isinstance(completion, int) else 0,
+        )
+
+
+class Stream(Protocol):
+    """An open upstream stream: iterate for SSE bytes (`data: ...\\n\\n` events, `[DONE]` last).
+
+    `usage` is filled once the upstream reports it.
+    """
+
+    usage: Usage | None
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Backend(Protocol):
+    async def chat(self, dep: Deployment, body: dict[str, Any]) -> tuple[bytes, Usage | None]: ...
+
+    async def open_stream(
+        self, dep: Deployment, body: dict[str, Any], include_usage: bool
+    ) -> Stream: ...
+
+    async def embeddings(
+        self, dep: Deployment, body: dict[str, Any]
+    ) -> tuple[bytes, Usage | None]: ...
+
+
+DONE = b"data: [DONE]\n\n"

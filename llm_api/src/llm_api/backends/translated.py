@@ -1,0 +1,221 @@
+"""The translated path: LiteLLM for providers with other wire formats (e.g. `anthropic/...`).
+
+LiteLLM is imported only when the config has such a deployment (the import costs ~3 s of CPU and
+~190 MB). Its own retries are off (`max_retries=0`, `num_retries=0`): the shared router retries,
+so that both paths retry, fall back and cool down the same way. Its exceptions are mapped by class
+and status code; LiteLLM reports a refused connection or a DNS failure as a 500
+`InternalServerError`, so the cause chain is checked for the transport's connection errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from llm_api.backends import DONE, Usage
+from llm_api.config import Deployment
+from llm_api.errors import Kind, UpstreamError, classify_status
+
+# LiteLLM loggers print provider URLs and request details; they are silenced for good.
+_LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
+
+
+def import_litellm() -> Any:
+    """Import LiteLLM offline and quiet; returns the module."""
+    # No network at import: the bundled cost map, and (>= 1.110) no other automatic fetches.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("LITELLM_LOG", "CRITICAL")
+    litellm: Any = importlib.import_module("litellm")
+    litellm.suppress_debug_info = True  # else a feedback banner is printed on every exception
+    litellm.set_verbose = False
+    litellm.telemetry = False
+    litellm.turn_off_message_logging = True
+    for name in _LITELLM_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.setLevel(logging.CRITICAL + 1)
+        logger.propagate = False
+    return litellm
+
+
+def _connection_failure(exc: BaseException) -> bool:
+    """True when a connection error (refused, DNS, reset) sits in the exception's cause chain."""
+    import httpx  # LiteLLM's dependencies: only imported on this path
+    import openai
+
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, openai.APITimeoutError):
+            return False
+        if isinstance(
+            cur,
+            aiohttp.ClientConnectorError
+            | aiohttp.ServerDisconnectedError
+            | httpx.ConnectError
+            | httpx.RemoteProtocolError
+            | openai.APIConnectionError
+            | ConnectionError,
+        ):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _retry_after(exc: BaseException) -> str | None:
+    for attr in ("litellm_response_headers", "response"):
+        obj = getattr(exc, attr, None)
+        headers = getattr(obj, "headers", obj)
+        try:
+            value = headers.get("retry-after") if headers is not None else None
+        except AttributeError:
+            value = None
+        if value:
+            return str(value)
+    return None
+
+
+def classify(litellm: Any, exc: BaseException) -> UpstreamError | None:
+    """Map a LiteLLM exception to an UpstreamError; None when it is not an upstream failure."""
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        return UpstreamError(Kind.CONTEXT_LENGTH, param="messages")
+    if isinstance(exc, litellm.Timeout):
+        return UpstreamError(Kind.TIMEOUT)
+    if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
+        return UpstreamError(Kind.AUTH)
+    if isinstance(exc, litellm.RateLimitError):
+        return classify_status(429, retry_after=_retry_after(exc))
+    if isinstance(exc, litellm.APIConnectionError):
+        return UpstreamError(Kind.CONNECTION)
+    if isinstance(exc, litellm.BadRequestError | litellm.UnprocessableEntityError):
+        return UpstreamError(Kind.BAD_REQUEST)
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, litellm.APIError | litellm.InternalServerError) or isinstance(status, int):
+        if _connection_failure(exc):
+            return UpstreamError(Kind.CONNECTION)
+        return classify_status(status if isinstance(status, int) and status >= 400 else 500)
+    if isinstance(exc, aiohttp.ClientError | ConnectionError):
+        return UpstreamError(Kind.CONNECTION)
+    return None
+
+
+def _usage(obj: Any) -> Usage | None:
+    usage = getattr(obj, "usage", None)
+    if usage is None:
+        return None
+    return Usage(
+        int(getattr(usage, "prompt_tokens", 0) or 0),
+        int(getattr(usage, "completion_tokens", 0) or 0),
+    )
+
+
+class TranslatedStream:
+    def __init__(self, litellm: Any, stream: Any, include_usage: bool) -> None:
+        self.usage: Usage | None = None
+        self._litellm = litellm
+        self._stream = stream
+        self._include_usage = include_usage
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                usage = _usage(chunk)
+                data = chunk.model_dump(exclude_none=True)
+                if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
+                    self.usage = usage
+                    if not self._include_usage:
+                        data.pop("usage", None)
+                        if not data.get("choices"):
+                            continue
+                yield b"data: " + orjson.dumps(data) + b"\n\n"
+        except Exception as exc:
+            mapped = classify(self._litellm, exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+        yield DONE
+
+    async def aclose(self) -> None:
+        close = getattr(self._stream, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):  # closing an already failed stream
+                await close()
+
+
+class TranslatedBackend:
+    """LiteLLM's acompletion/aembedding; LiteLLM itself is imported in a thread at start.
+
+    The service is ready (and the native path serves) while the import runs; a translated
+    request made in those first seconds waits for it.
+    """
+
+    def __init__(self) -> None:
+        self._import: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(import_litellm))
+        self._litellm: Any = None
+
+    async def _lib(self) -> Any:
+        if self._litellm is None:
+            self._litellm = await asyncio.shield(self._import)
+        return self._litellm
+
+    async def aclose(self) -> None:
+        if not self._import.done():
+            self._import.cancel()
+
+    def _kwargs(self, dep: Deployment, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+        kwargs = {**dep.extra_params, **body}
+        kwargs.update(
+            model=dep.litellm_model,
+            timeout=dep.stream_timeout if stream else dep.timeout,
+            max_retries=0,  # the openai SDK's own retries (default 2) would triple every call
+            num_retries=0,  # LiteLLM-level retries: the router retries instead
+        )
+        if dep.api_base:
+            kwargs["api_base"] = dep.api_base
+        if dep.api_key:
+            kwargs["api_key"] = dep.api_key
+        if dep.mock_response is not None:
+            kwargs["mock_response"] = dep.mock_response
+        return kwargs
+
+    async def _run(self, call: str, kwargs: dict[str, Any]) -> Any:
+        litellm = await self._lib()
+        try:
+            return await getattr(litellm, call)(**kwargs)
+        except Exception as exc:
+            mapped = classify(self._litellm, exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+    async def chat(self, dep: Deployment, body: dict[str, Any]) -> tuple[bytes, Usage | None]:
+        kwargs = self._kwargs(dep, body, stream=False)
+        kwargs.pop("stream", None)
+        kwargs.pop("stream_options", None)
+        resp = await self._run("acompletion", kwargs)
+        return orjson.dumps(resp.model_dump(exclude_none=True)), _usage(resp)
+
+    async def open_stream(
+        self, dep: Deployment, body: dict[str, Any], include_usage: bool
+    ) -> TranslatedStream:
+        kwargs = self._kwargs(dep, body, stream=True)
+        options = body.get("stream_options") or {}
+        kwargs.update(stream=True, stream_options={**options, "include_usage": True})
+        stream = await self._run("acompletion", kwargs)
+        return TranslatedStream(self._litellm, stream, include_usage)
+
+    async def embeddings(self, dep: Deployment, body: dict[str, Any]) -> tuple[bytes, Usage | None]:
+        kwargs = self._kwargs(dep, body, stream=False)
+        resp = await self._run("aembedding", kwargs)
+        return orjson.dumps(resp.model_dump(exclude_none=True)), _usage(resp)

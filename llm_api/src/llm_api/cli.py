@@ -1,0 +1,67 @@
+"""The `llm-api` command: validate the config, then serve it with uvicorn."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import logging.config
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from llm_api.config import ConfigError, load_config
+from llm_api.observability import logging_config
+from llm_api.settings import Settings
+
+log = logging.getLogger("llm_api")
+
+# Longer than Kong's upstream keepalive_timeout (60 s): Kong, not us, closes idle connections,
+# so Kong never sends a request on a connection we are closing.
+KEEP_ALIVE_SECONDS = 65
+
+
+def main() -> None:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "LLM_API_" + ".".join(str(p) for p in first["loc"]).upper()
+        sys.stderr.write(f"llm-api: invalid setting {name}: {first['msg']}\n")
+        sys.exit(2)
+    logging.config.dictConfig(logging_config(settings.log_level))
+    try:
+        config = load_config(settings.config)  # fail before binding the port
+    except ConfigError as exc:
+        log.error("invalid config: %s", exc)
+        sys.stderr.flush()
+        sys.exit(2)
+    log.info(
+        "starting",
+        extra={
+            "fields": {
+                "host": settings.host,
+                "port": settings.port,
+                "workers": settings.workers,
+                "config": config.source,
+                "models": config.model_names,
+            }
+        },
+    )
+    uvicorn.run(
+        "llm_api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=logging_config(settings.log_level),
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+    )
+
+
+if __name__ == "__main__":
+    main()

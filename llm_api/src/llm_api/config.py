@@ -1,0 +1,229 @@
+"""The YAML config: LiteLLM's `model_list` format plus `router_settings`, validated at start.
+
+Every error names the bad field (``model_list[1].litellm_params.api_key: ...``), so a bad config
+fails the start with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "os.environ/"
+# Providers whose wire format is OpenAI's chat completions: served by the native fast path.
+OPENAI_COMPATIBLE = frozenset({"openai", "hosted_vllm", "openai_like"})
+DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
+
+
+class ConfigError(Exception):
+    """A config that cannot be served; the message names the file and the field."""
+
+
+class LiteLLMParams(BaseModel):
+    """A deployment's `litellm_params`; unknown keys are passed on to LiteLLM (translated path)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=3)
+    api_base: str | None = None
+    api_key: str | None = None
+    timeout: float | None = Field(None, gt=0)
+    stream_timeout: float | None = Field(None, gt=0)
+    max_retries: int | None = Field(None, ge=0, le=10)
+    mock_response: str | None = None
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class ModelEntry(BaseModel):
+    """One `model_list` entry: a deployment of the model group `model_name`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str = Field(min_length=1)
+    litellm_params: LiteLLMParams
+    model_info: dict[str, Any] = Field(default_factory=dict)
+    transport: Literal["auto", "native", "litellm"] = "auto"
+    """llm_api's addition: `native` (OpenAI-compatible fast path), `litellm` (LiteLLM's
+    translation) or `auto` (native for OpenAI-compatible providers, LiteLLM otherwise)."""
+
+
+class RouterSettings(BaseModel):
+    """Retries, timeouts, fallbacks and cooldowns, the same on every path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_retries: int = Field(0, ge=0, le=10)
+    timeout: float = Field(60.0, gt=0)
+    stream_timeout: float | None = Field(None, gt=0)
+    retry_after: float = Field(0.0, ge=0, le=60)
+    allowed_fails: int = Field(3, ge=0)
+    cooldown_time: float = Field(5.0, ge=0)
+    fallbacks: list[dict[str, list[str]]] = Field(default_factory=list)
+    context_window_fallbacks: list[dict[str, list[str]]] = Field(default_factory=list)
+    routing_strategy: Literal["simple-shuffle"] = "simple-shuffle"
+
+
+class ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_list: list[ModelEntry] = Field(min_length=1)
+    router_settings: RouterSettings = Field(default_factory=lambda: RouterSettings())
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A resolved deployment: what each backend needs to call one upstream model."""
+
+    id: str
+    model_name: str
+    transport: Literal["native", "litellm", "mock"]
+    provider: str
+    litellm_model: str
+    upstream_model: str
+    api_base: str | None
+    api_key: str | None = field(repr=False)
+    timeout: float
+    stream_timeout: float
+    max_retries: int
+    mock_response: str | None
+    extra_params: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    deployments: tuple[Deployment, ...]
+    router: RouterSettings
+    source: str
+
+    @property
+    def model_names(self) -> list[str]:
+        """Model groups in config order, without duplicates."""
+        return list(dict.fromkeys(d.model_name for d in self.deployments))
+
+    @property
+    def needs_litellm(self) -> bool:
+        return any(d.transport == "litellm" for d in self.deployments)
+
+    @property
+    def secrets(self) -> list[str]:
+        return [d.api_key for d in self.deployments if d.api_key]
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _resolve_secret(value: str | None, where: str, env: dict[str, str]) -> str | None:
+    if value is None or not value.startswith(ENV_PREFIX):
+        return value
+    name = value[len(ENV_PREFIX) :]
+    if not name:
+        raise ConfigError(f"{where}: empty environment variable name in {value!r}")
+    if not env.get(name):
+        raise ConfigError(f"{where}: environment variable {name} is not set")
+    return env[name]
+
+
+def parse_config(data: object, source: str, env: dict[str, str] | None = None) -> Config:
+    """Validate parsed YAML and resolve it into deployments; raise ConfigError naming the field."""
+    env = dict(os.environ) if env is None else env
+    try:
+        raw = ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = _loc(first["loc"]) or "(top level)"
+        raise ConfigError(f"{source}: {where}: {first['msg']}") from None
+    rs = raw.router_settings
+    deployments = []
+    for i, entry in enumerate(raw.model_list):
+        p = entry.litellm_params
+        where = f"model_list[{i}].litellm_params"
+        provider, _, upstream_model = p.model.partition("/")
+        if not upstream_model:
+            provider, upstream_model = "openai", p.model
+        transport: Literal["native", "litellm", "mock"]
+        if p.mock_response is not None and entry.transport != "litellm":
+            transport = "mock"
+        elif entry.transport == "litellm":
+            transport = "litellm"
+        elif provider in OPENAI_COMPATIBLE:
+            transport = "native"
+        elif entry.transport == "native":
+            raise ConfigError(
+                f"{source}: model_list[{i}].transport: 'native' needs an OpenAI-compatible "
+                f"provider ({', '.join(sorted(OPENAI_COMPATIBLE))}), not {provider!r}"
+            )
+        else:
+            transport = "litellm"
+        api_base = p.api_base
+        if transport == "native" and api_base is None:
+            if provider != "openai":
+                raise ConfigError(f"{source}: {where}.api_base: required for {provider!r}")
+            api_base = DEFAULT_OPENAI_BASE
+        timeout = p.timeout or rs.timeout
+        deployments.append(
+            Deployment(
+                id=f"{entry.model_name}#{i}",
+                model_name=entry.model_name,
+                transport=transport,
+                provider=provider,
+                litellm_model=p.model,
+                upstream_model=upstream_model,
+                api_base=api_base,
+                api_key=_resolve_secret(p.api_key, f"{source}: {where}.api_key", env),
+                timeout=timeout,
+                stream_timeout=p.stream_timeout or rs.stream_timeout or timeout,
+                max_retries=rs.num_retries if p.max_retries is None else p.max_retries,
+                mock_response=p.mock_response,
+                extra_params=dict(p.model_extra or {}),
+            )
+        )
+    names = {d.model_name for d in deployments}
+    for key in ("fallbacks", "context_window_fallbacks"):
+        for j, rule in enumerate(getattr(rs, key)):
+            for primary, backups in rule.items():
+                for name in [primary, *backups]:
+                    if name not in names:
+                        raise ConfigError(
+                            f"{source}: router_settings.{key}[{j}]: unknown model {name!r}"
+                        )
+    return Config(deployments=tuple(deployments), router=rs, source=source)
+
+
+def load_config(path: Path | None, env: dict[str, str] | None = None) -> Config:
+    """Load `path`, or the embedded default (the demo model) when it is None."""
+    if path is None:
+        text = resources.files("llm_api").joinpath("default_config.yaml").read_text()
+        source = "embedded default config"
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read the config: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}: invalid YAML{at}") from None
+    return parse_config(data, source, env)

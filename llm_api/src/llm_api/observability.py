@@ -1,0 +1,192 @@
+"""Per-request context, Prometheus metrics and JSON logs (one line per request)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from llm_api.config import Deployment
+
+ACCESS_LOGGER = "llm_api.access"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+@dataclass
+class RequestContext:
+    """What one request did; filled as it goes, logged and counted once at its end."""
+
+    request_id: str
+    consumer: str
+    consumer_id: str | None
+    endpoint: str
+    start: float = field(default_factory=time.perf_counter)
+    model: str | None = None
+    status: int = 0
+    error_code: str | None = None
+    stream: bool = False
+    deployment: str | None = None
+    attempts: int = 0
+    retries: int = 0
+    fallbacks: int = 0
+    upstream_seconds: float = 0.0
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+    def log_fields(self, latency: float) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "consumer": self.consumer,
+            "consumer_id": self.consumer_id,
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "status": self.status,
+            "error": self.error_code,
+            "stream": self.stream,
+            "deployment": self.deployment,
+            "attempts": self.attempts,
+            "retries": self.retries,
+            "fallbacks": self.fallbacks,
+            "latency_ms": round(latency * 1000, 2),
+            "upstream_latency_ms": round(self.upstream_seconds * 1000, 2),
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+        }
+
+
+class Metrics:
+    """The service's Prometheus metrics, on a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "llm_api_requests",
+            "Requests by endpoint, model, HTTP status and consumer.",
+            ["endpoint", "model", "status", "consumer"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "llm_api_request_duration_seconds",
+            "Time to the end of the response (the whole stream for streams).",
+            ["endpoint", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "llm_api_upstream_duration_seconds",
+            "Upstream call time per attempt (to the first byte for streams), by outcome.",
+            ["model", "provider", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "llm_api_tokens",
+            "Tokens in (prompt) and out (completion), as the provider reported them.",
+            ["model", "consumer", "direction"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "llm_api_errors",
+            "Error responses (and errors ending a stream) by error code.",
+            ["endpoint", "model", "type"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "llm_api_upstream_retries", "Upstream retries.", ["model"], registry=r
+        )
+        self.fallbacks = Counter(
+            "llm_api_fallbacks", "Fallbacks to another model group.", ["model"], registry=r
+        )
+        self.cooldowns = Counter(
+            "llm_api_deployment_cooldowns", "Deployments put in cooldown.", ["model"], registry=r
+        )
+
+    def upstream(self, dep: Deployment, outcome: str, seconds: float) -> None:
+        self.upstream_latency.labels(dep.model_name, dep.provider, outcome).observe(seconds)
+
+    def finish(self, ctx: RequestContext, model_label: str, latency: float) -> None:
+        self.requests.labels(ctx.endpoint, model_label, str(ctx.status), ctx.consumer).inc()
+        self.latency.labels(ctx.endpoint, model_label).observe(latency)
+        if ctx.error_code:
+            self.errors.labels(ctx.endpoint, model_label, ctx.error_code).inc()
+        if ctx.tokens_in:
+            self.tokens.labels(model_label, ctx.consumer, "in").inc(ctx.tokens_in)
+        if ctx.tokens_out:
+            self.tokens.labels(model_label, ctx.consumer, "out").inc(ctx.tokens_out)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, plus a record's `fields`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        # Tracebacks are never logged: they can carry provider URLs, keys and class names.
+        return orjson.dumps(out, default=str).decode()
+
+
+class Redactor(logging.Filter):
+    """Replaces known secrets (provider keys, the gateway secret) in every record it sees."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if len(s) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        msg = record.getMessage()
+        fields = getattr(record, "fields", None)
+        text = msg + (orjson.dumps(fields, default=str).decode() if fields else "")
+        if any(s in text for s in self.secrets):
+            for s in self.secrets:
+                msg = msg.replace(s, "[REDACTED]")
+            record.msg, record.args = msg, None
+            if isinstance(fields, dict):
+                record.fields = {
+                    k: _redact(v, self.secrets) if isinstance(v, str) else v
+                    for k, v in fields.items()
+                }
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def _redact(value: str, secrets: list[str]) -> str:
+    for s in secrets:
+        value = value.replace(s, "[REDACTED]")
+    return value
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """dictConfig for the service and uvicorn: JSON lines on stderr, no uvicorn access log."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        "loggers": {
+            "uvicorn": {"level": level.upper()},
+            "uvicorn.error": {"level": level.upper()},
+            "uvicorn.access": {"level": "CRITICAL", "propagate": False},
+        },
+    }

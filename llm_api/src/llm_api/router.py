@@ -1,0 +1,140 @@
+"""Retries, fallbacks and cooldowns around one backend call; the same for every path.
+
+Semantics follow LiteLLM's Router settings (router_settings in the config):
+- a failed call to a model group is retried `max_retries` times (the deployment's, default
+  `num_retries`) on rate limits, timeouts, unreachable providers and 5xx, waiting `retry_after`
+  seconds in between, each time on a deployment of the group that is not cooling down;
+- then the group's `fallbacks` (or `context_window_fallbacks` for a context-length error) are
+  tried in order, each with its own retries;
+- a deployment that fails more than `allowed_fails` times within a minute cools down for
+  `cooldown_time` seconds (only in groups of more than one deployment, as LiteLLM does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from llm_api.backends import Backend
+from llm_api.config import Config, Deployment
+from llm_api.errors import DEPLOYMENT_FAILURES, RETRYABLE, Kind, UpstreamError
+from llm_api.observability import Metrics, RequestContext
+
+T = TypeVar("T")
+FAILURE_WINDOW = 60.0
+
+
+class Router:
+    def __init__(self, config: Config, backends: dict[str, Backend], metrics: Metrics) -> None:
+        self._backends = backends
+        self._metrics = metrics
+        self._settings = config.router
+        self.groups: dict[str, list[Deployment]] = {}
+        for dep in config.deployments:
+            self.groups.setdefault(dep.model_name, []).append(dep)
+        self._fallbacks = _rules(config.router.fallbacks)
+        self._context_fallbacks = _rules(config.router.context_window_fallbacks)
+        self._failures: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque
+        )
+        self._cooldown_until: dict[str, float] = {}
+
+    def has_model(self, name: str) -> bool:
+        return name in self.groups
+
+    async def execute(
+        self,
+        model: str,
+        ctx: RequestContext,
+        op: Callable[[Backend, Deployment], Awaitable[T]],
+    ) -> T:
+        """Run `op` on a deployment of `model`, with retries and fallbacks; raise UpstreamError."""
+        candidates = [model]
+        last: UpstreamError | None = None
+        i = 0
+        while i < len(candidates):
+            group = candidates[i]
+            if i:
+                ctx.fallbacks += 1
+                self._metrics.fallbacks.labels(model).inc()
+            i += 1
+            try:
+                return await self._run_group(group, ctx, op)
+            except UpstreamError as exc:
+                last = exc
+                if exc.kind is Kind.CONTEXT_LENGTH:
+                    more = self._context_fallbacks.get(model, [])
+                elif exc.kind in DEPLOYMENT_FAILURES:
+                    more = self._fallbacks.get(model, [])
+                else:
+                    raise
+                candidates += [g for g in more if g not in candidates]
+        assert last is not None
+        raise last
+
+    async def _run_group(
+        self,
+        group: str,
+        ctx: RequestContext,
+        op: Callable[[Backend, Deployment], Awaitable[T]],
+    ) -> T:
+        dep = self._pick(group)
+        retries = dep.max_retries
+        attempt = 0
+        while True:
+            ctx.attempts += 1
+            ctx.deployment = dep.id
+            start = time.perf_counter()
+            try:
+                result = await op(self._backends[dep.transport], dep)
+            except UpstreamError as exc:
+                elapsed = time.perf_counter() - start
+                ctx.upstream_seconds += elapsed
+                self._metrics.upstream(dep, exc.kind.value, elapsed)
+                self._failed(dep, exc)
+                if exc.kind not in RETRYABLE or attempt >= retries:
+                    raise
+                attempt += 1
+                ctx.retries += 1
+                self._metrics.retries.labels(dep.model_name).inc()
+                if self._settings.retry_after:
+                    await asyncio.sleep(self._settings.retry_after)
+                dep = self._pick(group)
+                continue
+            elapsed = time.perf_counter() - start
+            ctx.upstream_seconds += elapsed
+            self._metrics.upstream(dep, "ok", elapsed)
+            return result
+
+    def _pick(self, group: str) -> Deployment:
+        deps = self.groups[group]
+        if len(deps) == 1:
+            return deps[0]
+        now = time.monotonic()
+        healthy = [d for d in deps if self._cooldown_until.get(d.id, 0.0) <= now]
+        return random.choice(healthy or deps)  # noqa: S311  (load spreading, not security)
+
+    def _failed(self, dep: Deployment, exc: UpstreamError) -> None:
+        if exc.kind not in DEPLOYMENT_FAILURES or len(self.groups[dep.model_name]) < 2:
+            return
+        now = time.monotonic()
+        window = self._failures[dep.id]
+        window.append(now)
+        while window and window[0] < now - FAILURE_WINDOW:
+            window.popleft()
+        if len(window) > self._settings.allowed_fails:
+            self._cooldown_until[dep.id] = now + self._settings.cooldown_time
+            window.clear()
+            self._metrics.cooldowns.labels(dep.model_name).inc()
+
+
+def _rules(rules: list[dict[str, list[str]]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for rule in rules:
+        for primary, backups in rule.items():
+            out.setdefault(primary, []).extend(backups)
+    return out

@@ -1,0 +1,524 @@
+#!/usr/bin/env python3
+"""A fast fake LLM provider speaking OpenAI's and Anthropic's wire formats (test equipment).
+
+Standard library only: it runs in a bare Debian 12 container as the e2e "provider host" and as
+the benchmark's upstream. A raw asyncio protocol with HTTP/1.1 keep-alive (uvloop if importable).
+
+    python3 fake_provider.py --host 0.0.0.0 --port 9000 [--api-key KEY]
+
+Endpoints:
+  POST /v1/chat/completions   OpenAI chat completions; "stream": true gives a role chunk,
+                              20 content chunks, a finish chunk, a usage chunk when
+                              stream_options.include_usage is set, then "data: [DONE]"
+  POST /v1/embeddings         OpenAI embeddings (8-dimensional, deterministic)
+  GET  /v1/models             OpenAI model list
+  POST /v1/messages           Anthropic messages, plain and as its SSE event stream
+  POST /__control             {"mode": "ok"|"fail"|"stall"|"ratelimit"|"unauthorized",
+                               "stall_seconds": N}: a failure mode for every request
+  GET  /__requests            the recent requests' method, path and headers (DELETE clears)
+  GET  /__stats               request counts by path and by outcome
+  GET  /health                200
+
+Markers in the model name select a failure for that request: err400, err401, err403, err404,
+err429 (with Retry-After), err500, err503, err529 (Anthropic "overloaded"), ctxlen (the
+provider's context-length error), stall (answer after stall_seconds, default 30), midstream
+(a stream that breaks after 5 content chunks: OpenAI's connection is cut, Anthropic sends its
+"event: error"). Errors use each provider's real shape: OpenAI {"error": {...}}, Anthropic
+{"type": "error", "error": {...}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import hashlib
+import json
+import time
+
+CHUNKS = 20
+WORDS = [f"word{i} " for i in range(CHUNKS)]
+TEXT = "".join(WORDS)
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    529: "Overloaded",
+}
+MARKERS = ("err400", "err401", "err403", "err404", "err429", "err500", "err503", "err529")
+MAX_BODY = 64 * 1024 * 1024
+
+
+class State:
+    """Run-time state shared by every connection: the global mode, counters, recent requests."""
+
+    def __init__(self, api_key: str | None) -> None:
+        self.api_key = api_key
+        self.mode = "ok"
+        self.stall_seconds = 30.0
+        self.requests: collections.deque[dict] = collections.deque(maxlen=500)
+        self.stats: collections.Counter[str] = collections.Counter()
+
+
+def _json(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def openai_error(status: int, message: str, etype: str, code: str | None, param=None) -> tuple:
+    body = {"error": {"message": message, "type": etype, "param": param, "code": code}}
+    return status, _json(body)
+
+
+def anthropic_error(status: int, etype: str, message: str) -> tuple:
+    return status, _json({"type": "error", "error": {"type": etype, "message": message}})
+
+
+def failure_for(kind: str, anthropic: bool) -> tuple:
+    """(status, body) of a provider error of `kind`, in the provider's own shape."""
+    if anthropic:
+        return {
+            "err400": lambda: anthropic_error(400, "invalid_request_error", "bad request"),
+            "err401": lambda: anthropic_error(401, "authentication_error", "invalid x-api-key"),
+            "err403": lambda: anthropic_error(403, "permission_error", "not allowed"),
+            "err404": lambda: anthropic_error(404, "not_found_error", "model: not found"),
+            "err429": lambda: anthropic_error(
+                429, "rate_limit_error", "Number of request tokens has exceeded your rate limit."
+            ),
+            "err500": lambda: anthropic_error(500, "api_error", "Internal server error"),
+            "err503": lambda: anthropic_error(503, "api_error", "Service unavailable"),
+            "err529": lambda: anthropic_error(529, "overloaded_error", "Overloaded"),
+            "ctxlen": lambda: anthropic_error(
+                400, "invalid_request_error", "prompt is too long: 208310 tokens > 200000 maximum"
+            ),
+        }[kind]()
+    return {
+        "err400": lambda: openai_error(400, "bad request", "invalid_request_error", None),
+        "err401": lambda: openai_error(
+            401,
+            "Incorrect API key provided. You can find your API key in your account settings.",
+            "invalid_request_error",
+            "invalid_api_key",
+        ),
+        "err403": lambda: openai_error(403, "not allowed", "invalid_request_error", None),
+        "err404": lambda: openai_error(
+            404, "The model does not exist", "invalid_request_error", "model_not_found"
+        ),
+        "err429": lambda: openai_error(
+            429, "Rate limit reached for requests", "requests", "rate_limit_exceeded"
+        ),
+        "err500": lambda: openai_error(500, "The server had an error", "server_error", None),
+        "err503": lambda: openai_error(503, "The engine is overloaded", "server_error", None),
+        "err529": lambda: openai_error(529, "Overloaded", "server_error", None),
+        "ctxlen": lambda: openai_error(
+            400,
+            "This model's maximum context length is 8192 tokens. However, your messages "
+            "resulted in 9000 tokens. Please reduce the length of the messages.",
+            "invalid_request_error",
+            "context_length_exceeded",
+            "messages",
+        ),
+    }[kind]()
+
+
+def prompt_tokens(payload: dict) -> int:
+    """A rough, deterministic token count: words in the messages' or the input's text."""
+    text = []
+    for msg in payload.get("messages") or []:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, str):
+            text.append(content)
+        elif isinstance(content, list):
+            text.extend(p.get("text", "") for p in content if isinstance(p, dict))
+    inp = payload.get("input")
+    if isinstance(inp, str):
+        text.append(inp)
+    elif isinstance(inp, list):
+        text.extend(i for i in inp if isinstance(i, str))
+    if isinstance(payload.get("system"), str):
+        text.append(payload["system"])
+    return max(1, sum(len(t.split()) for t in text))
+
+
+def sse(data: bytes, event: str | None = None) -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + data + b"\n\n"
+
+
+def openai_chat(model: str, ptok: int) -> bytes:
+    return _json(
+        {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": TEXT},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": ptok,
+                "completion_tokens": CHUNKS,
+                "total_tokens": ptok + CHUNKS,
+            },
+        }
+    )
+
+
+def openai_stream(model: str, ptok: int, include_usage: bool, break_after: int | None) -> list:
+    """The SSE events of a chat completion stream; None in the list means "cut the connection"."""
+    created = int(time.time())
+    usage_field = {"usage": None} if include_usage else {}
+
+    def chunk(delta: dict, finish: str | None = None) -> bytes:
+        return sse(
+            _json(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    **usage_field,
+                }
+            )
+        )
+
+    events: list = [chunk({"role": "assistant", "content": ""})]
+    for i, word in enumerate(WORDS):
+        if break_after is not None and i == break_after:
+            events.append(None)
+            return events
+        events.append(chunk({"content": word}))
+    events.append(chunk({}, "stop"))
+    if include_usage:
+        usage = {"prompt_tokens": ptok, "completion_tokens": CHUNKS, "total_tokens": ptok + CHUNKS}
+        body = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
+        events.append(sse(_json(body)))
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
+def anthropic_message(model: str, ptok: int) -> bytes:
+    return _json(
+        {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": TEXT}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": ptok, "output_tokens": CHUNKS},
+        }
+    )
+
+
+def anthropic_stream(model: str, ptok: int, break_after: int | None) -> list:
+    message = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": ptok, "output_tokens": 1},
+    }
+    events = [
+        sse(_json({"type": "message_start", "message": message}), "message_start"),
+        sse(
+            _json(
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                }
+            ),
+            "content_block_start",
+        ),
+        sse(b'{"type":"ping"}', "ping"),
+    ]
+    for i, word in enumerate(WORDS):
+        if break_after is not None and i == break_after:
+            # Anthropic reports failures after the 200 as an "error" event in the stream.
+            err = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+            events.append(sse(_json(err), "error"))
+            return events
+        delta = {"type": "content_block_delta", "index": 0}
+        delta["delta"] = {"type": "text_delta", "text": word}
+        events.append(sse(_json(delta), "content_block_delta"))
+    events += [
+        sse(b'{"type":"content_block_stop","index":0}', "content_block_stop"),
+        sse(
+            _json(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": CHUNKS},
+                }
+            ),
+            "message_delta",
+        ),
+        sse(b'{"type":"message_stop"}', "message_stop"),
+    ]
+    return events
+
+
+def embeddings(payload: dict) -> bytes:
+    inp = payload.get("input")
+    items = inp if isinstance(inp, list) else [inp]
+    data = []
+    for i, item in enumerate(items):
+        digest = hashlib.sha256(str(item).encode()).digest()
+        vec = [round(b / 255.0, 4) for b in digest[:8]]
+        data.append({"object": "embedding", "index": i, "embedding": vec})
+    ptok = prompt_tokens(payload)
+    return _json(
+        {
+            "object": "list",
+            "data": data,
+            "model": payload.get("model"),
+            "usage": {"prompt_tokens": ptok, "total_tokens": ptok},
+        }
+    )
+
+
+class HttpProtocol(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive; requests on one connection are answered in order."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+        self.busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.busy:
+            self.process()
+
+    def process(self) -> None:
+        while self.transport is not None and not self.busy:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buf[:end].decode("latin-1").split("\r\n")
+            try:
+                method, target, _ = head[0].split(" ", 2)
+            except ValueError:
+                self.transport.close()
+                return
+            headers: dict[str, str] = {}
+            for line in head[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            length = int(headers.get("content-length") or 0)
+            if length > MAX_BODY:
+                self.transport.close()
+                return
+            if len(self.buf) < end + 4 + length:
+                return
+            body = self.buf[end + 4 : end + 4 + length]
+            self.buf = self.buf[end + 4 + length :]
+            keep_alive = headers.get("connection", "").lower() != "close"
+            result = self.handle(method, target.split("?", 1)[0], headers, body)
+            if isinstance(result, tuple):
+                self.respond(*result, keep_alive=keep_alive)
+            else:  # a coroutine: delayed answers keep the order of pipelined requests
+                self.busy = True
+                task = asyncio.get_running_loop().create_task(result)
+                task.add_done_callback(lambda _t, k=keep_alive: self._resume(_t, k))
+
+    def _resume(self, task: asyncio.Task, keep_alive: bool) -> None:
+        self.busy = False
+        if not task.cancelled() and task.exception() is None and task.result() is not None:
+            self.respond(*task.result(), keep_alive=keep_alive)
+        if self.transport is not None:
+            self.process()
+
+    def respond(self, status, body, ctype="application/json", extra=None, keep_alive=True) -> None:
+        if self.transport is None:
+            return
+        lines = [
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
+            f"content-type: {ctype}",
+            "x-request-id: req_fake",
+        ]
+        lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
+        if not keep_alive:
+            lines.append("connection: close")
+        if isinstance(body, list):  # an SSE stream, sent chunked
+            lines.append("transfer-encoding: chunked")
+            out = ["\r\n".join(lines).encode() + b"\r\n\r\n"]
+            broken = False
+            for event in body:
+                if event is None:
+                    broken = True
+                    break
+                out.append(b"%x\r\n%s\r\n" % (len(event), event))
+            if not broken:
+                out.append(b"0\r\n\r\n")
+            self.transport.write(b"".join(out))
+            if broken:
+                self.transport.abort()
+                return
+        else:
+            lines.append(f"content-length: {len(body)}")
+            self.transport.write("\r\n".join(lines).encode() + b"\r\n\r\n" + body)
+        if not keep_alive:
+            self.transport.close()
+
+    def handle(self, method: str, path: str, headers: dict, body: bytes):
+        st = self.state
+        if path.startswith("/__") or path == "/health":
+            return self.control(method, path, body)
+        st.stats["requests"] += 1
+        st.stats[f"{method} {path}"] += 1
+        st.requests.append({"method": method, "path": path, "headers": headers})
+        anthropic = path == "/v1/messages"
+        if st.api_key is not None:
+            auth = headers.get("authorization", "")
+            given = headers.get("x-api-key") if anthropic else None
+            if auth.startswith("Bearer "):
+                given = given or auth[len("Bearer ") :]
+            if given != st.api_key:
+                st.stats["unauthorized"] += 1
+                return failure_for("err401", anthropic)
+        if method == "GET" and path == "/v1/models":
+            models = [
+                {"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake-provider"}
+            ]
+            return 200, _json({"object": "list", "data": models})
+        if method != "POST" or path not in (
+            "/v1/chat/completions",
+            "/v1/embeddings",
+            "/v1/messages",
+        ):
+            return openai_error(404, "Unknown request URL", "invalid_request_error", None)
+        try:
+            payload = json.loads(body)
+            model = str(payload["model"])
+        except (ValueError, KeyError, TypeError):
+            if anthropic:
+                return anthropic_error(400, "invalid_request_error", "invalid JSON body")
+            return openai_error(
+                400, "We could not parse the JSON body", "invalid_request_error", None
+            )
+        mode = st.mode
+        if mode == "fail":
+            return self.count(failure_for("err500", anthropic))
+        if mode == "unauthorized":
+            return self.count(failure_for("err401", anthropic))
+        if mode == "ratelimit":
+            return self.count((*failure_for("err429", anthropic), "application/json", RETRY))
+        if mode == "stall" or "stall" in model:
+            return self.stalled(path, payload, model, anthropic)
+        for marker in (*MARKERS, "ctxlen"):
+            if marker in model:
+                extra = RETRY if marker == "err429" else None
+                return self.count((*failure_for(marker, anthropic), "application/json", extra))
+        return self.answer(path, payload, model, anthropic)
+
+    def count(self, result: tuple) -> tuple:
+        self.state.stats[f"status_{result[0]}"] += 1
+        return result
+
+    async def stalled(self, path, payload, model, anthropic):
+        await asyncio.sleep(self.state.stall_seconds)
+        return self.answer(path, payload, model, anthropic)
+
+    def answer(self, path: str, payload: dict, model: str, anthropic: bool) -> tuple:
+        ptok = prompt_tokens(payload)
+        self.state.stats["status_200"] += 1
+        if path == "/v1/embeddings":
+            return 200, embeddings(payload)
+        break_after = 5 if "midstream" in model else None
+        if anthropic:
+            if payload.get("stream"):
+                return 200, anthropic_stream(model, ptok, break_after), "text/event-stream"
+            return 200, anthropic_message(model, ptok)
+        if payload.get("stream"):
+            opts = payload.get("stream_options") or {}
+            usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+            return 200, openai_stream(model, ptok, usage, break_after), "text/event-stream"
+        return 200, openai_chat(model, ptok)
+
+    def control(self, method: str, path: str, body: bytes) -> tuple:
+        st = self.state
+        if path == "/health":
+            return 200, b'{"status":"ok"}'
+        if path == "/__control" and method == "POST":
+            try:
+                cmd = json.loads(body or b"{}")
+                mode = cmd.get("mode", "ok")
+                if mode not in ("ok", "fail", "stall", "ratelimit", "unauthorized"):
+                    raise ValueError(mode)
+                st.mode = mode
+                st.stall_seconds = float(cmd.get("stall_seconds", st.stall_seconds))
+            except (ValueError, AttributeError, TypeError):
+                return 400, b'{"error":"bad control command"}'
+            return 200, _json({"mode": st.mode, "stall_seconds": st.stall_seconds})
+        if path == "/__requests":
+            if method == "DELETE":
+                st.requests.clear()
+                return 200, b"[]"
+            return 200, _json(list(st.requests))
+        if path == "/__stats":
+            if method == "DELETE":
+                st.stats.clear()
+            return 200, _json(dict(st.stats))
+        return 404, b'{"error":"not found"}'
+
+
+RETRY = {"retry-after": "1"}
+
+
+async def serve(host: str, port: int, api_key: str | None) -> None:
+    state = State(api_key)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: HttpProtocol(state), host, port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--api-key", default=None, help="require this key (Bearer or x-api-key)")
+    args = parser.parse_args()
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(serve(args.host, args.port, args.api_key))
+
+
+if __name__ == "__main__":
+    main()
