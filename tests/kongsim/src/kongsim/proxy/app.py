@@ -228,6 +228,14 @@ class ProxyServer:
         return peer, candidate if _valid_ip(candidate) else peer
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        response = await self._handle(request)
+        # The node writes Kong's proxy access log (``proxy_access_log``) when it offers to.
+        access_log = getattr(self.runtime, "access_log", None)
+        if access_log is not None:
+            access_log("proxy", request, response.status)
+        return response
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         start = time.monotonic()
         request_id = os.urandom(16).hex()
         state = self.state()
