@@ -59,6 +59,14 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float = 0.0  # CPU time of the server process per request
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -117,10 +125,15 @@ async def _aiohttp_load(url: str, connections: int, duration: int) -> Result:
     return Result(len(latencies) / elapsed, cuts[49], cuts[98])
 
 
-def measure(client: str, url: str, connections: int, duration: int) -> Result:
+def measure(client: str, url: str, connections: int, duration: int, server_pid: int) -> Result:
+    before = cpu_seconds(server_pid)
     if client == "wrk":
-        return _wrk(url, connections, duration)
-    return asyncio.run(_aiohttp_load(url, connections, duration))
+        result = _wrk(url, connections, duration)
+    else:
+        result = asyncio.run(_aiohttp_load(url, connections, duration))
+    spent = cpu_seconds(server_pid) - before
+    result.cpu_us = spent / (result.rps * duration) * 1e6
+    return result
 
 
 def _wait(url: str) -> None:
@@ -164,18 +177,22 @@ def main() -> int:
                 assert resp.headers["X-RateLimit-Limit-Second"], "rate-limiting did not run"
                 assert resp.headers["Via"] == "1.1 kong/3.9.3", "not proxied by the simulator"
             print(f"client: {args.client}, {args.duration}s per run, one simulator process")
-            print(f"{'case':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+            print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+            print(f"{'case':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'server CPU us/req':>20}")
             summary = []
             for connections in (1, 10):
                 # warm-up, then the measured runs
-                measure(args.client, proxy_url, connections, 1)
-                direct = measure(args.client, direct_url, connections, args.duration)
-                proxied = measure(args.client, proxy_url, connections, args.duration)
+                assert node.process is not None
+                measure(args.client, proxy_url, connections, 1, node.process.pid)
+                direct = measure(args.client, direct_url, connections, args.duration, upstream.pid)
+                proxied = measure(
+                    args.client, proxy_url, connections, args.duration, node.process.pid
+                )
                 for name, result in (("direct", direct), ("through simulator", proxied)):
                     label = f"c={connections} {name}"
                     print(
                         f"{label:<22}{result.rps:>10.0f}{result.p50_ms:>10.2f}"
-                        f"{result.p99_ms:>10.2f}"
+                        f"{result.p99_ms:>10.2f}{result.cpu_us:>20.0f}"
                     )
                 summary.append((connections, direct, proxied))
             print()
@@ -183,10 +200,12 @@ def main() -> int:
                 print(
                     f"c={connections}: throughput ratio simulator/direct "
                     f"{proxied.rps / direct.rps:.2f}, added p50 "
-                    f"{proxied.p50_ms - direct.p50_ms:.2f} ms"
+                    f"{proxied.p50_ms - direct.p50_ms:.2f} ms, simulator CPU per request "
+                    f"{proxied.cpu_us / direct.cpu_us:.1f}x the upstream's"
                 )
             best_rps = max(p.rps for _, _, p in summary)
             added = summary[0][2].p50_ms - summary[0][1].p50_ms
+            print(f"load average after: {os.getloadavg()[0]:.1f}")
             print(
                 f"targets: >= {TARGET_RPS} req/s through the simulator: {best_rps:.0f} "
                 f"({'met' if best_rps >= TARGET_RPS else 'NOT met'}); "

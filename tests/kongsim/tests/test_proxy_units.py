@@ -186,7 +186,9 @@ def test_plugin_precedence() -> None:
     order = list(scoped)
     while order:
         index = PluginIndex([scoped[k] for k in order], {}, [])
-        assert index.lookup("rate-limiting", route, service, consumer) is scoped[order[0]]
+        found = index.lookup("rate-limiting", route, service, consumer)
+        assert found is not None
+        assert found.plugin is scoped[order[0]]
         order.pop(0)
 
 

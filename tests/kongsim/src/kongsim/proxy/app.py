@@ -76,8 +76,7 @@ class _State:
         self.router = Router(snapshot.routes, snapshot.services)
         self.index = PluginIndex(snapshot.plugins, snapshot.consumers, snapshot.keyauth_credentials)
         self.body_plugins = any(
-            (p.get("config") or {}).get("key_in_body")
-            for p in self.index.combos.get("key-auth", {}).values()
+            instance.conf.in_body for instance in self.index.combos.get("key-auth", {}).values()
         )
 
 
@@ -374,19 +373,18 @@ class ProxyServer:
         service_id = service.get("id") if service else None
         try:
             for name in index.names:
-                consumer_id = plugin_state.consumer.get("id") if plugin_state.consumer else None
-                if name == "key-auth":
-                    consumer_id = None  # key-auth cannot be scoped to a consumer
-                plugin = index.lookup(name, route_id, service_id, consumer_id)
-                if plugin is None:
+                consumer = plugin_state.consumer
+                # key-auth cannot be scoped to a consumer (``no_consumer`` in its schema)
+                consumer_id = consumer["id"] if consumer and name != "key-auth" else None
+                instance = index.lookup(name, route_id, service_id, consumer_id)
+                if instance is None:
                     continue
-                conf = plugin.get("config") or {}
                 if name == "key-auth":
-                    key_auth(conf, plugin_state, index)
+                    key_auth(instance.conf, plugin_state, index)
                 elif name == "rate-limiting":
-                    rate_limiting(conf, plugin, plugin_state, self.counters)
+                    rate_limiting(instance.conf, plugin_state, self.counters)
                 else:
-                    request_transformer(conf, plugin_state)
+                    request_transformer(instance.conf, plugin_state)
         except PluginExit as exit_:
             extra = dict(plugin_state.response_headers)
             extra.update(exit_.headers)

@@ -70,6 +70,8 @@ def _is_uuid(value: str) -> bool:
 
 def _number(value: float) -> str:
     """Render a number as Lua's ``tostring`` does for integral values."""
+    if value.__class__ is int:
+        return str(value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -77,6 +79,24 @@ def _number(value: float) -> str:
 
 def _id(ref: Mapping[str, Any] | None) -> str | None:
     return ref.get("id") if ref else None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One plugin entity with its configuration compiled for the request path."""
+
+    name: str
+    plugin: Entity
+    conf: Any
+
+
+def _compile(name: str, plugin: Entity) -> Any:
+    config = plugin.get("config") or {}
+    if name == "key-auth":
+        return KeyAuthConf.build(config)
+    if name == "rate-limiting":
+        return RateLimitConf.build(config, plugin)
+    return TransformerConf.build(config)
 
 
 class PluginIndex:
@@ -94,7 +114,7 @@ class PluginIndex:
             c["username"]: c for c in consumers.values() if c.get("username") is not None
         }
         self.credentials_by_key = {c["key"]: c for c in credentials if c.get("key") is not None}
-        self.combos: dict[str, dict[tuple[str | None, str | None, str | None], Entity]] = {}
+        self.combos: dict[str, dict[tuple[str | None, str | None, str | None], Instance]] = {}
         for plugin in plugins:
             name = plugin.get("name")
             if name not in PRIORITIES or plugin.get("enabled") is False:
@@ -106,44 +126,51 @@ class PluginIndex:
                 _id(plugin.get("service")),
                 _id(plugin.get("consumer")),
             )
-            self.combos.setdefault(name, {})[key] = plugin
+            self.combos.setdefault(name, {})[key] = Instance(name, plugin, _compile(name, plugin))
         self.names = sorted(self.combos, key=lambda n: -PRIORITIES[n])
+        self._cache: dict[tuple[str, str | None, str | None, str | None], Instance | None] = {}
 
     def lookup(
         self, name: str, route_id: str | None, service_id: str | None, consumer_id: str | None
-    ) -> Entity | None:
+    ) -> Instance | None:
+        key = (name, route_id, service_id, consumer_id)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        found = self._lookup(name, route_id, service_id, consumer_id)
+        if len(self._cache) > 10000:
+            self._cache.clear()
+        self._cache[key] = found
+        return found
+
+    def _lookup(
+        self, name: str, route_id: str | None, service_id: str | None, consumer_id: str | None
+    ) -> Instance | None:
         combos = self.combos.get(name)
         if not combos:
             return None
+        candidates = []
         if route_id and service_id and consumer_id:
-            found = combos.get((route_id, service_id, consumer_id))
-            if found:
-                return found
+            candidates.append((route_id, service_id, consumer_id))
         if route_id and consumer_id:
-            found = combos.get((route_id, None, consumer_id))
-            if found:
-                return found
+            candidates.append((route_id, None, consumer_id))
         if service_id and consumer_id:
-            found = combos.get((None, service_id, consumer_id))
-            if found:
-                return found
+            candidates.append((None, service_id, consumer_id))
         if route_id and service_id:
-            found = combos.get((route_id, service_id, None))
-            if found:
-                return found
+            candidates.append((route_id, service_id, None))
         if consumer_id:
-            found = combos.get((None, None, consumer_id))
-            if found:
-                return found
+            candidates.append((None, None, consumer_id))
         if route_id:
-            found = combos.get((route_id, None, None))
-            if found:
-                return found
+            candidates.append((route_id, None, None))
         if service_id:
-            found = combos.get((None, service_id, None))
+            candidates.append((None, service_id, None))
+        candidates.append((None, None, None))
+        for candidate in candidates:
+            found = combos.get(candidate)
             if found:
                 return found
-        return combos.get((None, None, None))
+        return None
 
     def load_consumer(self, ident: str, by_username: bool) -> Entity | None:
         if _is_uuid(ident):
@@ -254,36 +281,61 @@ def _set_consumer(state: RequestState, consumer: Entity | None, credential: Enti
         headers["X-Anonymous-Consumer"] = "true"
 
 
-def _authenticate(conf: Mapping[str, Any], state: RequestState, index: PluginIndex) -> None:
+@dataclass(frozen=True)
+class KeyAuthConf:
+    key_names: tuple[str, ...]
+    in_header: bool
+    in_query: bool
+    in_body: bool
+    hide: bool
+    anonymous: str | None
+    run_on_preflight: bool
+    www_auth: dict[str, str]
+
+    @classmethod
+    def build(cls, config: Mapping[str, Any]) -> KeyAuthConf:
+        realm = config.get("realm")
+        return cls(
+            key_names=tuple(config.get("key_names") or ()),
+            in_header=config.get("key_in_header", True) is not False,
+            in_query=config.get("key_in_query", True) is not False,
+            in_body=bool(config.get("key_in_body")),
+            hide=bool(config.get("hide_credentials")),
+            anonymous=config.get("anonymous") or None,
+            run_on_preflight=config.get("run_on_preflight", True) is not False,
+            www_auth={"WWW-Authenticate": f'Key realm="{realm}"' if realm else "Key"},
+        )
+
+
+def _authenticate(conf: KeyAuthConf, state: RequestState, index: PluginIndex) -> None:
     """Raise :class:`PluginExit` (401) unless a valid key is found; set the consumer."""
-    realm = conf.get("realm")
-    www_auth = {"WWW-Authenticate": f'Key realm="{realm}"' if realm else "Key"}
+    www_auth = conf.www_auth
     query: dict[str, Any] | None = None
     body: dict[str, Any] | None = None
     key: str | None = None
-    for name in conf.get("key_names") or []:
+    for name in conf.key_names:
         value: Any = None
-        if conf.get("key_in_header", True):
+        if conf.in_header:
             values = _header_values(state.headers, name)
             if len(values) == 1:
                 value = values[0]
             elif values:
                 value = values
-        if value is None and conf.get("key_in_query", True):
+        if value is None and conf.in_query:
             if query is None:
                 query = parse_query(state.query)
             value = query.get(name)
-        if value is None and conf.get("key_in_body", False):
+        if value is None and conf.in_body:
             if body is None:
                 body = _parse_body(state)
             value = body.get(name)
         if isinstance(value, str):
             key = value
-            if conf.get("hide_credentials"):
+            if conf.hide:
                 if state.query:
                     state.query = remove_query_arg(state.query, name)
                 state.headers.popall(name, None)
-                if conf.get("key_in_body"):
+                if conf.in_body:
                     _remove_body_field(state, name)
             break
         if isinstance(value, list):
@@ -301,10 +353,10 @@ def _authenticate(conf: Mapping[str, Any], state: RequestState, index: PluginInd
     _set_consumer(state, consumer, credential)
 
 
-def key_auth(conf: Mapping[str, Any], state: RequestState, index: PluginIndex) -> None:
-    if not conf.get("run_on_preflight", True) and state.method == "OPTIONS":
+def key_auth(conf: KeyAuthConf, state: RequestState, index: PluginIndex) -> None:
+    if not conf.run_on_preflight and state.method == "OPTIONS":
         return
-    anonymous = conf.get("anonymous")
+    anonymous = conf.anonymous
     if not anonymous:
         _authenticate(conf, state, index)
         return
@@ -389,77 +441,110 @@ class RateCounters:
                     self._counts.pop(key, None)
 
 
-def _identifier(conf: Mapping[str, Any], state: RequestState) -> str:
-    limit_by = conf.get("limit_by") or "consumer"
+@dataclass(frozen=True)
+class _Limit:
+    period: str
+    limit: Any
+    window: int
+    x_limit: str
+    x_remaining: str
+
+
+@dataclass(frozen=True)
+class RateLimitConf:
+    limits: tuple[_Limit, ...]
+    limit_by: str
+    header_name: str | None
+    path: str | None
+    hide: bool
+    error_code: int
+    error_message: str
+    route_id: str
+    service_id: str
+
+    @classmethod
+    def build(cls, config: Mapping[str, Any], plugin: Entity) -> RateLimitConf:
+        limits = tuple(
+            _Limit(p, config[p], EXPIRATION[p], _X_LIMIT[p], _X_REMAINING[p])
+            for p in PERIODS
+            if config.get(p) is not None
+        )
+        return cls(
+            limits=limits,
+            limit_by=config.get("limit_by") or "consumer",
+            header_name=config.get("header_name"),
+            path=config.get("path"),
+            hide=bool(config.get("hide_client_headers")),
+            error_code=int(config.get("error_code") or 429),
+            error_message=str(config.get("error_message") or "API rate limit exceeded"),
+            # The local policy's counter keys carry the plugin's own route and service ids
+            # (``get_local_key`` in policies/init.lua), not the request's.
+            route_id=_id(plugin.get("route")) or _EMPTY_UUID,
+            service_id=_id(plugin.get("service")) or _EMPTY_UUID,
+        )
+
+
+def _identifier(conf: RateLimitConf, state: RequestState) -> str:
+    limit_by = conf.limit_by
     identifier: str | None = None
-    if limit_by == "service":
-        identifier = _id(state.service)
-    elif limit_by == "consumer":
+    if limit_by == "consumer":
         identifier = _id(state.consumer) or _id(state.credential)
+    elif limit_by == "service":
+        identifier = _id(state.service)
     elif limit_by == "credential":
         identifier = _id(state.credential)
     elif limit_by == "header":
-        name = conf.get("header_name")
+        name = conf.header_name
         identifier = state.headers.get(name) if name else None
-    elif limit_by == "path" and state.path == conf.get("path"):
+    elif limit_by == "path" and state.path == conf.path:
         identifier = state.path
     return identifier or state.client_ip
 
 
-def rate_limiting(
-    conf: Mapping[str, Any], plugin: Entity, state: RequestState, counters: RateCounters
-) -> None:
+def rate_limiting(conf: RateLimitConf, state: RequestState, counters: RateCounters) -> None:
+    if not conf.limits:
+        return
     now = int(counters.clock())
     identifier = _identifier(conf, state)
     starts = period_starts(now)
-    route_id = _id(plugin.get("route")) or _EMPTY_UUID
-    service_id = _id(plugin.get("service")) or _EMPTY_UUID
-    usage: list[tuple[str, Any, Any]] = []
+    usage: list[tuple[_Limit, Any]] = []
     keys = []
     stop: str | None = None
-    for period in PERIODS:
-        limit = conf.get(period)
-        if limit is None:
-            continue
-        key = (route_id, service_id, identifier, period, starts[period])
+    for entry in conf.limits:
+        key = (conf.route_id, conf.service_id, identifier, entry.period, starts[entry.period])
         keys.append(key)
-        remaining = limit - counters.usage(key)
-        usage.append((period, limit, remaining))
+        remaining = entry.limit - counters.usage(key)
+        usage.append((entry, remaining))
         if remaining <= 0:
-            stop = period
-    if not usage:
-        return
-    if not conf.get("hide_client_headers"):
+            stop = entry.period
+    if not conf.hide:
         headers = state.response_headers
-        best_limit: Any = None
-        best_window = 0
-        best_remaining: Any = None
+        best: _Limit | None = None
+        best_remaining: Any = 0
         reset = 1
-        for period, limit, remaining in usage:
-            window = EXPIRATION[period]
-            if stop is None or stop == period:
+        for entry, remaining in usage:
+            if stop is None or stop == entry.period:
                 remaining = remaining - 1
-            remaining = max(0, remaining)
+            if remaining < 0:
+                remaining = 0
             if (
-                best_limit is None
+                best is None
                 or remaining < best_remaining
-                or (remaining == best_remaining and window > best_window)
+                or (remaining == best_remaining and entry.window > best.window)
             ):
-                best_limit, best_window, best_remaining = limit, window, remaining
-                reset = max(1, window - (now - starts[period]))
-            headers[_X_LIMIT[period]] = _number(limit)
-            headers[_X_REMAINING[period]] = _number(remaining)
-        headers["RateLimit-Limit"] = _number(best_limit)
+                best, best_remaining = entry, remaining
+                reset = max(1, entry.window - (now - starts[entry.period]))
+            headers[entry.x_limit] = _number(entry.limit)
+            headers[entry.x_remaining] = _number(remaining)
+        assert best is not None
+        headers["RateLimit-Limit"] = _number(best.limit)
         headers["RateLimit-Remaining"] = _number(best_remaining)
         headers["RateLimit-Reset"] = str(reset)
         if stop is not None:
             headers["Retry-After"] = str(reset)
     if stop is not None:
         # Blocked requests are not counted: Kong returns before scheduling the increment.
-        raise PluginExit(
-            int(conf.get("error_code") or 429),
-            str(conf.get("error_message") or "API rate limit exceeded"),
-        )
+        raise PluginExit(conf.error_code, conf.error_message)
     counters.increment(keys, now)
 
 
@@ -475,18 +560,31 @@ def _pairs(entries: Iterable[str] | None) -> list[tuple[str, str]]:
     return result
 
 
-def _section(conf: Mapping[str, Any], name: str) -> list[str]:
+def _section(conf: Mapping[str, Any], name: str) -> list[tuple[str, str]]:
     section = conf.get(name) or {}
-    return list(section.get("headers") or [])
+    return _pairs(section.get("headers") or [])
 
 
-def request_transformer(conf: Mapping[str, Any], state: RequestState) -> None:
+@dataclass(frozen=True)
+class TransformerConf:
+    remove: list[tuple[str, str]]
+    rename: list[tuple[str, str]]
+    replace: list[tuple[str, str]]
+    add: list[tuple[str, str]]
+    append: list[tuple[str, str]]
+
+    @classmethod
+    def build(cls, config: Mapping[str, Any]) -> TransformerConf:
+        return cls(*(_section(config, s) for s in ("remove", "rename", "replace", "add", "append")))
+
+
+def request_transformer(conf: TransformerConf, state: RequestState) -> None:
     """Kong's order: remove, rename, replace, add, append."""
     headers = state.headers
-    for name, _ in _pairs(_section(conf, "remove")):
+    for name, _ in conf.remove:
         if name.lower() != "host":
             headers.popall(name, None)
-    for old, new in _pairs(_section(conf, "rename")):
+    for old, new in conf.rename:
         if old.lower() == "host" or old == new:
             continue
         values = headers.getall(old, [])
@@ -494,14 +592,14 @@ def request_transformer(conf: Mapping[str, Any], state: RequestState) -> None:
             headers.popall(old)
             for value in values:
                 headers.add(new, value)
-    for name, value in _pairs(_section(conf, "replace")):
+    for name, value in conf.replace:
         if name.lower() == "host":
             headers["Host"] = value
         elif name in headers:
             headers[name] = value
-    for name, value in _pairs(_section(conf, "add")):
+    for name, value in conf.add:
         if name.lower() != "host" and name not in headers:
             headers[name] = value
-    for name, value in _pairs(_section(conf, "append")):
+    for name, value in conf.append:
         if name.lower() != "host":
             headers.add(name, value)

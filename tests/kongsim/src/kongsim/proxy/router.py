@@ -179,7 +179,7 @@ class Router:
         matchers.sort(key=lambda m: (m.priority, m.matcher_id), reverse=True)
         self._matchers = matchers
         self._uses_headers = any(m.headers for m in matchers)
-        self._cache: dict[tuple[str, str, str | None], object] = {}
+        self._cache: dict[tuple[str, str, str | None, int], object] = {}
 
     def _match_one(
         self,
@@ -251,24 +251,34 @@ class Router:
         server_port: int,
         headers: Mapping[str, str],
     ) -> Match | None:
-        """Match a request; ``raw_path`` is the request target without its query string."""
+        """Match a request; ``raw_path`` is the request target without its query string.
+
+        Without header matchers the answer depends only on (method, path, Host, port), so it
+        is cached, like Kong's router LRU cache."""
+        if self._uses_headers:
+            return self._find(method, raw_path, host_header, server_port, headers)
+        key = (method, raw_path, host_header, server_port)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._find(method, raw_path, host_header, server_port, headers) or _MISS
+            if len(self._cache) > 5000:
+                self._cache.clear()
+            self._cache[key] = cached
+        return None if cached is _MISS else cached  # type: ignore[return-value]
+
+    def _find(
+        self,
+        method: str,
+        raw_path: str,
+        host_header: str | None,
+        server_port: int,
+        headers: Mapping[str, str],
+    ) -> Match | None:
         path = normalize(raw_path, True)
         host, port = split_host_port(host_header) if host_header else (None, None)
         if port is None:
             port = server_port
-        found: tuple[_Matcher, str | None] | None
-        if self._uses_headers:
-            found = self._scan(method, path, host, port, headers)
-        else:
-            key = (method, path, host_header)
-            cached = self._cache.get(key, _MISS)
-            if cached is _MISS:
-                found = self._scan(method, path, host, port, headers)
-                if len(self._cache) > 5000:
-                    self._cache.clear()
-                self._cache[key] = found
-            else:
-                found = cached  # type: ignore[assignment]
+        found = self._scan(method, path, host, port, headers)
         if found is None:
             return None
         matcher, matched_path = found
