@@ -241,10 +241,18 @@ class UpstreamPool:
     def __init__(self, max_idle: int = 512):
         self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
         self._max_idle = max_idle
-        self._tls_noverify = ssl.create_default_context()
-        self._tls_noverify.check_hostname = False
-        self._tls_noverify.verify_mode = ssl.CERT_NONE
-        self._tls_verify = ssl.create_default_context()
+        self._tls: dict[bool, ssl.SSLContext] = {}
+
+    def _tls_context(self, verify: bool) -> ssl.SSLContext:
+        # Built on first use: loading the CA store takes a noticeable moment.
+        context = self._tls.get(verify)
+        if context is None:
+            context = ssl.create_default_context()
+            if not verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._tls[verify] = context
+        return context
 
     def put(self, key: tuple[str, int, bool], conn: _Connection) -> None:
         idle = self._idle.setdefault(key, [])
@@ -265,7 +273,7 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         kwargs: dict[str, Any] = {}
         if tls:
-            kwargs["ssl"] = self._tls_verify if verify else self._tls_noverify
+            kwargs["ssl"] = self._tls_context(verify)
             kwargs["server_hostname"] = host
         try:
             _, conn = await asyncio.wait_for(
