@@ -4,7 +4,6 @@ messages and exit codes for what the simulator implements."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import subprocess
@@ -119,7 +118,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     path = args.conf_file
     try:
-        kconf.load(path, env={})
+        kconf.load(path)
     except kconf.ConfError as exc:
         for err in exc.errors:
             log_error(err)
@@ -374,10 +373,14 @@ def cmd_config(args: argparse.Namespace) -> int:
             )
         rows = _parse_declarative(conf, args.file, dbless=False)
         out("parse successful")
+        import asyncio
+
         asyncio.run(_db_import(conf, rows))
         out("import successful")
         return 0
     if args.command == "db_export":
+        import asyncio
+
         text = asyncio.run(_db_export(conf))
         target = args.file or "kong.yaml"
         if target == "-":

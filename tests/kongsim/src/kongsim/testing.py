@@ -217,12 +217,14 @@ class KongNode:
         return env
 
     def kong(
-        self, *args: str, check: bool = False, timeout: float = 60
+        self, *args: str, check: bool = False, timeout: float = 60, with_conf: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        """Run a ``kong`` subcommand against this node's kong.conf (``-c`` is appended)."""
+        """Run a ``kong`` subcommand; ``-c <this node's kong.conf>`` is appended unless
+        ``with_conf`` is false (``stop``/``health`` take ``-p <prefix>`` instead)."""
         write_conf(self.conf_path, self.conf)
+        extra = ("-c", self.conf_path) if with_conf else ()
         return subprocess.run(
-            kong_command(*args, "-c", self.conf_path),
+            kong_command(*args, *extra),
             env=self.environ(),
             capture_output=True,
             text=True,
