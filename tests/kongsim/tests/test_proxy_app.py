@@ -353,6 +353,24 @@ async def test_https_only_route_answers_426_over_http(env: Env) -> None:
     assert headers["Upgrade"] == "TLS/1.2, HTTP/1.1"
 
 
+async def test_https_redirect_and_grpc_route_mismatch(env: Env) -> None:
+    svc = service(env.upstream_port)
+    env.runtime.publish(
+        services=[svc],
+        routes=[
+            route(svc, paths=["/r"], protocols=["https"], https_redirect_status_code=301),
+            route(svc, paths=["/g"], protocols=["grpc"], strip_path=False),
+        ],
+    )
+    status, headers, body = await env.get("/r/x?y=1", allow_redirects=False)
+    assert status == 301
+    assert headers["Location"] == "https://127.0.0.1/r/x?y=1"
+    assert body == b""
+    status, _, body = await env.get("/g")
+    assert status == 415
+    assert json.loads(body)["message"] == "Non-gRPC request matched gRPC route"
+
+
 async def test_router_rebuilds_when_the_snapshot_version_changes(env: Env) -> None:
     assert (await env.get("/late"))[0] == 404
     svc = service(env.upstream_port)

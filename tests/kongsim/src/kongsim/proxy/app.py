@@ -294,10 +294,28 @@ class ProxyServer:
                     start,
                     {"Connection": "Upgrade", "Upgrade": "TLS/1.2, HTTP/1.1"},
                 )
-            location = f"https://{forwarded_host}{request.raw_path}"
+            # kong.response.exit(code) with a Location header: no body.
             response = self._exit(request, state, redirect, "", request_id, start)
-            response.headers["Location"] = location
+            response.body = b""
+            del response.headers["Content-Type"]
+            response.headers["Location"] = f"https://{forwarded_host}{request.raw_path}"
             return response
+        if "grpc" in protocols or "grpcs" in protocols:
+            content_type = headers.get("Content-Type") or ""
+            if not content_type.startswith("application/grpc"):
+                return self._exit(
+                    request, state, 415, "Non-gRPC request matched gRPC route", request_id, start
+                )
+            # gRPC needs HTTP/2, which this listener does not speak.
+            return self._exit(
+                request,
+                state,
+                426,
+                "Please use HTTP2 protocol",
+                request_id,
+                start,
+                {"Connection": "Upgrade", "Upgrade": "HTTP/2"},
+            )
 
         return await self._access(
             request,
