@@ -80,6 +80,10 @@ def fk_id(value):
     return value.get("id") if isinstance(value, dict) else value
 
 
+class MissingReference(Exception):
+    """A referenced service, route or consumer does not exist (while deleting)."""
+
+
 class EntityKind(object):
     """What the generic reconcile needs to know about one Kong entity kind.
 
@@ -103,6 +107,7 @@ class EntityKind(object):
         self.client = client
         self.check_mode = module.check_mode
         self.index = None  # identity -> current entity, filled by prefetch() in bulk mode
+        self.state = None  # the state of the item being reconciled
         self._refs = {}
 
     # ----- hooks -------------------------------------------------------------------------
@@ -179,6 +184,9 @@ class EntityKind(object):
         if cache_key not in self._refs:
             found = self.client.get("%s/%s" % (collection, segment(value)))
             if found is None:
+                if self.state == "absent":
+                    # An entity scoped to something that does not exist does not exist either.
+                    raise MissingReference(what, value)
                 if self.check_mode:
                     self.module.warn(
                         "%s %r does not exist yet; assuming an earlier task creates it"
@@ -230,9 +238,12 @@ def reconcile(kind, items, bulk):
         error = kind.check_item(item)
         if error:
             module.fail_json(msg=error)
-        state = item.get("state") or params["state"]
+        state = kind.state = item.get("state") or params["state"]
         ident = kind.identity(item)
-        current = kind.find(item)
+        try:
+            current = kind.find(item)
+        except MissingReference:
+            current = None
         if current is not None:
             declared_ids.add(current["id"])
 

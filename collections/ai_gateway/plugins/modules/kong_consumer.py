@@ -18,7 +18,7 @@ description:
     or, when there is no username, by O(custom_id).
   - Declare hundreds of consumers in one task with O(entities); the task then reads Kong once.
 author:
-  - ai-gateway project
+  - ai-gateway project (@ai-gateway)
 extends_documentation_fragment:
   - ai_gateway.kong.kong
   - ai_gateway.kong.kong.entity

@@ -22,7 +22,7 @@ description:
     leaving out ids, timestamps and the defaults Kong fills in; keys and passwords are masked.
   - decK cannot manage DB-less nodes (it needs entity writes); this module can.
 author:
-  - ai-gateway project
+  - ai-gateway project (@ai-gateway)
 extends_documentation_fragment:
   - ai_gateway.kong.kong
   - ai_gateway.kong.kong.attributes
@@ -224,6 +224,13 @@ def canonical(config):
     return out
 
 
+def shaped_like(old, new):
+    """`old` cut down to the keys `new` has, in nested maps too (the rest are Kong's defaults)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return old
+    return dict((k, shaped_like(v, new[k])) for k, v in old.items() if k in new)
+
+
 def diff_views(current, desired):
     """before/after for Ansible's diff: only what differs; fields Kong filled in are left out."""
     before, after = {}, {}
@@ -232,7 +239,7 @@ def diff_views(current, desired):
         for name in sorted(set(have) | set(want)):
             old, new = have.get(name), want.get(name)
             if old is not None and new is not None:
-                old = dict((k, v) for k, v in old.items() if k in new)
+                old = shaped_like(old, new)
             if old != new:
                 before.setdefault(kind, {})[name] = old
                 after.setdefault(kind, {})[name] = new

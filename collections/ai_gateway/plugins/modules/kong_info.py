@@ -17,7 +17,7 @@ description:
     the node status (C(GET /status)) and, optionally, entities filtered by tags.
   - Key-auth keys are masked.
 author:
-  - ai-gateway project
+  - ai-gateway project (@ai-gateway)
 extends_documentation_fragment:
   - ai_gateway.kong.kong
 attributes:

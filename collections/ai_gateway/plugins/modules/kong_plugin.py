@@ -20,7 +20,7 @@ description:
   - O(config) is compared after filling in the plugin's defaults from Kong
     (C(GET /schemas/plugins/{name})), so leaving an option out means "Kong's default".
 author:
-  - ai-gateway project
+  - ai-gateway project (@ai-gateway)
 extends_documentation_fragment:
   - ai_gateway.kong.kong
   - ai_gateway.kong.kong.entity
@@ -292,7 +292,7 @@ class Plugin(EntityKind):
     def identity(self, item):
         if item.get("instance_name"):
             return to_text(item["instance_name"])
-        scoped = ["%s=%s" % (f, item[f]) for f, _ in SCOPES if item.get(f)]
+        scoped = ["%s=%s" % (f, item[f]) for f, _path in SCOPES if item.get(f)]
         return "%s(%s)" % (item["name"], ",".join(scoped) or "global")
 
     def stored_identity(self, entity):
@@ -322,7 +322,8 @@ class Plugin(EntityKind):
         for row in rows or []:
             if item.get("instance_name") and row.get("instance_name") == item["instance_name"]:
                 return row
-            if row["name"] == item["name"] and all(fk_id(row.get(f)) == ids[f] for f, _ in SCOPES):
+            same_scope = all(fk_id(row.get(f)) == ids[f] for f, _path in SCOPES)
+            if row["name"] == item["name"] and same_scope:
                 return row
         return None
 

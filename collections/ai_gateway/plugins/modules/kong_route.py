@@ -20,7 +20,7 @@ description:
   - Since Kong 3.0, regex paths start with C(~) (for example C(~/v[0-9]+/chat$));
     other paths are prefixes.
 author:
-  - ai-gateway project
+  - ai-gateway project (@ai-gateway)
 extends_documentation_fragment:
   - ai_gateway.kong.kong
   - ai_gateway.kong.kong.entity

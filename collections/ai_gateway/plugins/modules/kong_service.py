@@ -18,7 +18,7 @@ description:
   - Options that are not given take Kong's schema defaults, because Kong stores a service whole.
   - Many services can be declared in one task with O(entities).
 author:
-  - ai-gateway project
+  - ai-gateway project (@ai-gateway)
 extends_documentation_fragment:
   - ai_gateway.kong.kong
   - ai_gateway.kong.kong.entity

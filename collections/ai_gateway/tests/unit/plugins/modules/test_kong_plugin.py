@@ -114,3 +114,9 @@ def test_plugin_without_published_schema_compares_what_is_given(kong, run_module
         is True
     )
     assert kong.rows("plugins")[0]["config"] == {"a": 3, "b": 2}
+
+
+def test_delete_when_its_service_is_gone_is_unchanged(kong, run_module):
+    result = run_module(kong_plugin, dict(ARGS, state="absent"))
+    assert result["failed"] is False
+    assert result["changed"] is False
