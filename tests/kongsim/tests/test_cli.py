@@ -222,3 +222,18 @@ def test_prepare_creates_the_prefix(tmp_path):
     assert result.returncode == 0, result.stderr
     for sub in ("logs", "pids", ".kong_env"):
         assert (prefix / sub).exists(), sub
+
+
+def test_start_refuses_an_invalid_declarative_config(tmp_path):
+    bad = tmp_path / "kong.yml"
+    bad.write_text('_format_version: "3.0"\nservices:\n- port: 1\n')
+    node = KongNode({"database": "off", "declarative_config": str(bad)})
+    try:
+        result = node.kong("start")
+        assert result.returncode == 1
+        assert result.stderr.startswith(
+            f"Error: error parsing declarative config file {bad}:\n"
+            '{services={{host="required field missing"}}}'
+        )
+    finally:
+        node.close()

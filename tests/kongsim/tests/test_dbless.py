@@ -111,6 +111,7 @@ def test_post_config_loads_and_get_config_exports(dbless_admin):
     exported = yaml.safe_load(dbless_admin.get("/config").json()["config"])
     assert exported["_format_version"] == "3.0"
     assert [s["name"] for s in exported["services"]] == ["web"]
+    assert exported["routes"][0]["service"] == service["id"]  # export.lua: bare foreign ids
     status = dbless_admin.get("/status").json()
     assert status["configuration_hash"] != "0" * 32
     assert http("GET", dbless_admin.node.status_url + "/status/ready").status == 200

@@ -139,7 +139,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from kongsim.server import prepare_prefix, serve
+    from kongsim.server import StartError, prepare_prefix, serve
 
     conf = load_conf(args)
     if running_pid(conf):
@@ -152,7 +152,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     elif conf.get("declarative_config") and not os.path.isfile(conf["declarative_config"]):
         raise CLIError(f"no such file: {conf['declarative_config']}")
     if conf.get("nginx_daemon") == "off":
-        return serve(conf)
+        try:
+            return serve(conf)
+        except StartError as exc:
+            raise CLIError(str(exc)) from exc
     read_fd, write_fd = os.pipe()
     err_path = kconf.prefix_path(conf, conf.get("proxy_error_log")) or os.devnull
     with (

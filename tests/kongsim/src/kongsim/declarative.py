@@ -265,7 +265,17 @@ def export(rows: dict[str, list[dict[str, Any]]]) -> str:
     doc: dict[str, Any] = {"_format_version": "3.0", "_transform": False}
     for entity in ORDER:
         if rows.get(entity):
-            doc[entity] = [public(r) for r in rows[entity]]
+            fks = [name for name, _ in ENTITIES[entity].foreign_fields]
+            items = []
+            for row in rows[entity]:
+                item = public(row)
+                item.pop("ttl", None)
+                # export.lua writes foreign keys as the bare id
+                for fk in fks:
+                    if isinstance(item.get(fk), dict):
+                        item[fk] = item[fk].get("id")
+                items.append(item)
+            doc[entity] = items
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 

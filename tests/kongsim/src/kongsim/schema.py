@@ -296,9 +296,10 @@ def _path(value: str) -> str | None:
 
 
 def _router_path(value: str) -> str | None:
-    if value.startswith("~"):
+    if value.startswith("~/"):
         try:
-            re.compile(value[1:])
+            # PCRE's named groups (?<name>...) are Python's (?P<name>...)
+            re.compile(re.sub(r"\(\?<(?=[A-Za-z_])", "(?P<", value[1:]))
         except re.error as exc:
             return f"invalid regex: '{value[1:]}' (PCRE returned: {exc})"
         return None

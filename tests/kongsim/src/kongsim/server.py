@@ -373,6 +373,21 @@ def prepare_prefix(conf: dict[str, Any]) -> None:
     kconf.write_kong_env(conf)
 
 
+class StartError(Exception):
+    """The node could not start; the message is what ``kong start`` prints."""
+
+
+def start_error_message(exc: Exception, conf: dict[str, Any]) -> str:
+    if isinstance(exc, OSError) and exc.errno == 98:
+        # what nginx prints when a listener's port is taken
+        return f"nginx: [emerg] bind() failed (98: Address already in use): {exc}"
+    if isinstance(exc, KongError) and conf.get("declarative_config"):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        detail = str(body.get("message", exc)).removeprefix("declarative config is invalid: ")
+        return f"error parsing declarative config file {conf['declarative_config']}:\n{detail}"
+    return str(exc) or exc.__class__.__name__
+
+
 def serve(conf: dict[str, Any], *, ready_fd: int | None = None) -> int:
     """Run a node until SIGTERM/SIGINT/SIGQUIT; SIGHUP reloads. Returns the exit status."""
     with contextlib.suppress(ImportError):
@@ -388,12 +403,14 @@ async def _serve(conf: dict[str, Any], ready_fd: int | None) -> int:
     try:
         await node.start()
     except Exception as exc:
-        log.error("could not start Kong: %s", exc)
-        await node.stop()
+        message = start_error_message(exc, conf)
+        log.error("could not start Kong: %s", message)
+        with contextlib.suppress(Exception):
+            await node.stop()
         if ready_fd is not None:
-            os.write(ready_fd, f"error: {exc}\n".encode())
+            os.write(ready_fd, f"error: {message}\n".encode())
             os.close(ready_fd)
-        raise
+        raise StartError(message) from exc
     pid_path = conf["nginx_pid"]
     os.makedirs(os.path.dirname(pid_path), exist_ok=True)
     await asyncio.to_thread(_write_text, pid_path, f"{os.getpid()}\n")
