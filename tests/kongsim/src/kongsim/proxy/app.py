@@ -260,7 +260,8 @@ class ProxyServer:
 
         realip_remote_addr, remote_addr = self._client_address(request, settings)
         trusted = settings.is_trusted(realip_remote_addr)
-        host = (host_header or "").rsplit(":", 1)[0].lower() if host_header else ""
+        # nginx's $host: the Host header without its port, lower-cased; else the server name
+        host = host_header.rsplit(":", 1)[0].lower() if host_header else "kong"
         if host_header and host_header.startswith("["):
             host = host_header.split("]", 1)[0].lower() + "]"
         scheme = request.scheme
