@@ -20,7 +20,6 @@ import httpx
 import pytest
 import uvicorn
 import yaml
-
 from llm_api.app import create_app
 from llm_api.config import parse_config
 from llm_api.observability import JsonFormatter
@@ -33,7 +32,7 @@ PROVIDER_ENV = "LLM_API_TEST_PROVIDER_KEY"
 
 # The paths a deployment can take to a provider: the native OpenAI fast path, LiteLLM's
 # translation to Anthropic's wire format, and LiteLLM on OpenAI's wire format.
-PATHS = ("native", "anthropic", "litellm")
+PATHS = ("native", "anthropic", "translated")
 MARKERS = ("ok", "err401", "err403", "err429", "err500", "err503", "stall", "ctxlen", "midstream")
 
 
@@ -104,7 +103,7 @@ def deployment(path: str, model: str, api_base: str, **params: Any) -> dict[str,
     entry: dict[str, Any] = {"model_name": model, "litellm_params": {}}
     if path == "native":
         entry["litellm_params"] = {"model": f"openai/{model}", "api_base": f"{api_base}/v1"}
-    elif path == "litellm":
+    elif path == "translated":
         entry["transport"] = "litellm"
         entry["litellm_params"] = {"model": f"openai/{model}", "api_base": f"{api_base}/v1"}
     else:

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import GATEWAY_SECRET, Gateway, LogLines, serve, sse_events
 
 DEMO = "ai-gateway-demo"

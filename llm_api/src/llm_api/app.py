@@ -25,7 +25,13 @@ from llm_api.backends.mock import MockBackend
 from llm_api.backends.native import NativeBackend
 from llm_api.config import Config, load_config
 from llm_api.errors import ApiError, UpstreamError, internal_error, model_not_found
-from llm_api.observability import ACCESS_LOGGER, Metrics, Redactor, RequestContext
+from llm_api.observability import (
+    ACCESS_LOGGER,
+    Metrics,
+    Redactor,
+    RequestContext,
+    quiet_libraries,
+)
 from llm_api.router import Router
 from llm_api.settings import Settings
 from llm_api.validation import parse_json, validate_chat, validate_embeddings
@@ -349,6 +355,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        quiet_libraries()
         connector = aiohttp.TCPConnector(limit=settings.upstream_max_connections, ttl_dns_cache=300)
         session = aiohttp.ClientSession(connector=connector, trust_env=False)
         backends: dict[str, Backend] = {

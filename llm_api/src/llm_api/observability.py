@@ -14,6 +14,21 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from llm_api.config import Deployment
 
 ACCESS_LOGGER = "llm_api.access"
+# Libraries whose log records carry provider URLs, request options or headers, at any level.
+QUIET_LOGGERS = (
+    "LiteLLM",
+    "LiteLLM Router",
+    "LiteLLM Proxy",
+    "litellm",
+    "openai",
+    "anthropic",
+    "httpx",
+    "httpcore",
+    "aiohttp",
+    "urllib3",
+    "botocore",
+    "huggingface_hub",
+)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -168,6 +183,15 @@ def _redact(value: str, secrets: list[str]) -> str:
     for s in secrets:
         value = value.replace(s, "[REDACTED]")
     return value
+
+
+def quiet_libraries() -> None:
+    """Silence the HTTP and provider libraries' loggers (see QUIET_LOGGERS)."""
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.setLevel(logging.CRITICAL + 1)
+        logger.propagate = False
 
 
 def logging_config(level: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,9 +22,7 @@ import orjson
 from llm_api.backends import DONE, Usage
 from llm_api.config import Deployment
 from llm_api.errors import Kind, UpstreamError, classify_status
-
-# LiteLLM loggers print provider URLs and request details; they are silenced for good.
-_LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
+from llm_api.observability import quiet_libraries
 
 
 def import_litellm() -> Any:
@@ -35,16 +32,13 @@ def import_litellm() -> Any:
     os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("LITELLM_LOG", "CRITICAL")
+    quiet_libraries()  # before the import too: it logs while importing
     litellm: Any = importlib.import_module("litellm")
     litellm.suppress_debug_info = True  # else a feedback banner is printed on every exception
     litellm.set_verbose = False
     litellm.telemetry = False
     litellm.turn_off_message_logging = True
-    for name in _LITELLM_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.handlers.clear()
-        logger.setLevel(logging.CRITICAL + 1)
-        logger.propagate = False
+    quiet_libraries()
     return litellm
 
 
