@@ -14,7 +14,8 @@ Endpoints:
   GET  /v1/models             OpenAI model list
   POST /v1/messages           Anthropic messages, plain and as its SSE event stream
   POST /__control             {"mode": "ok"|"fail"|"stall"|"ratelimit"|"unauthorized",
-                               "stall_seconds": N}: a failure mode for every request
+                               "stall_seconds": N}: a failure mode for every request;
+                              {"chunk_delay": S}: streams send one event every S seconds
   GET  /__requests            the recent requests' method, path and headers (DELETE clears)
   GET  /__stats               request counts by path and by outcome
   GET  /health                200
@@ -63,6 +64,7 @@ class State:
         self.api_key = api_key
         self.mode = "ok"
         self.stall_seconds = 30.0
+        self.chunk_delay = 0.0
         self.requests: collections.deque[dict] = collections.deque(maxlen=500)
         self.stats: collections.Counter[str] = collections.Counter()
 
@@ -440,7 +442,10 @@ class HttpProtocol(asyncio.Protocol):
             if marker in model:
                 extra = RETRY if marker == "err429" else None
                 return self.count((*failure_for(marker, anthropic), "application/json", extra))
-        return self.answer(path, payload, model, anthropic)
+        result = self.answer(path, payload, model, anthropic)
+        if isinstance(result[1], list) and st.chunk_delay > 0:
+            return self.paced(*result)
+        return result
 
     def count(self, result: tuple) -> tuple:
         self.state.stats[f"status_{result[0]}"] += 1
@@ -449,6 +454,23 @@ class HttpProtocol(asyncio.Protocol):
     async def stalled(self, path, payload, model, anthropic):
         await asyncio.sleep(self.state.stall_seconds)
         return self.answer(path, payload, model, anthropic)
+
+    async def paced(self, status: int, events: list, ctype: str) -> None:
+        """Send a stream one event every chunk_delay seconds (proves that no hop buffers it)."""
+        head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", f"content-type: {ctype}"]
+        head += ["x-request-id: req_fake", "transfer-encoding: chunked"]
+        if self.transport is not None:
+            self.transport.write("\r\n".join(head).encode() + b"\r\n\r\n")
+        for event in events:
+            await asyncio.sleep(self.state.chunk_delay)
+            if self.transport is None:
+                return
+            if event is None:
+                self.transport.abort()
+                return
+            self.transport.write(b"%x\r\n%s\r\n" % (len(event), event))
+        if self.transport is not None:
+            self.transport.write(b"0\r\n\r\n")
 
     def answer(self, path: str, payload: dict, model: str, anthropic: bool) -> tuple:
         ptok = prompt_tokens(payload)
@@ -478,9 +500,11 @@ class HttpProtocol(asyncio.Protocol):
                     raise ValueError(mode)
                 st.mode = mode
                 st.stall_seconds = float(cmd.get("stall_seconds", st.stall_seconds))
+                st.chunk_delay = float(cmd.get("chunk_delay", st.chunk_delay))
             except (ValueError, AttributeError, TypeError):
                 return 400, b'{"error":"bad control command"}'
-            return 200, _json({"mode": st.mode, "stall_seconds": st.stall_seconds})
+            reply = {"mode": st.mode, "stall_seconds": st.stall_seconds}
+            return 200, _json({**reply, "chunk_delay": st.chunk_delay})
         if path == "/__requests":
             if method == "DELETE":
                 st.requests.clear()
