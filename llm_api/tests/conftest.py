@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -34,6 +35,12 @@ PROVIDER_ENV = "LLM_API_TEST_PROVIDER_KEY"
 # translation to Anthropic's wire format, and LiteLLM on OpenAI's wire format.
 PATHS = ("native", "anthropic", "translated")
 MARKERS = ("ok", "err401", "err403", "err429", "err500", "err503", "stall", "ctxlen", "midstream")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # LiteLLM must never reach for the network from the tests (its cost map, tokenizers).
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 
 
 def free_port() -> int:
