@@ -125,5 +125,7 @@ def dbless_admin(dbless_node: KongNode) -> Admin:
 
 @pytest.fixture
 def uid() -> str:
-    """A short unique suffix so tests sharing a node never collide on names."""
+    """A short unique suffix so tests sharing a node never collide on names. Routes on the
+    shared nodes use paths under ``/<uid>`` (or test-only hosts) so that no test's route
+    catches another test's proxied requests."""
     return uuid.uuid4().hex[:8]

@@ -141,7 +141,7 @@ def test_tags_ignored_on_nested_collections(admin, uid):
                 {
                     "name": f"s-{uid}",
                     "host": "a.test",
-                    "routes": [{"name": f"r-{uid}", "paths": ["/"]}],
+                    "routes": [{"name": f"r-{uid}", "paths": [f"/{uid}"]}],
                 }
             ]
         }

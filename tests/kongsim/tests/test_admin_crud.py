@@ -37,7 +37,9 @@ def test_service_url_https_and_path(pg_admin, uid):
 
 def test_route_defaults(pg_admin, uid):
     pg_admin.post("/services", json={"name": f"s-{uid}", "host": "up.test"})
-    resp = pg_admin.post(f"/services/s-{uid}/routes", json={"name": f"r-{uid}", "paths": ["/a"]})
+    resp = pg_admin.post(
+        f"/services/s-{uid}/routes", json={"name": f"r-{uid}", "paths": [f"/{uid}-a"]}
+    )
     assert resp.status == 201
     route = resp.json()
     assert route["protocols"] == ["http", "https"]
@@ -70,10 +72,10 @@ def test_put_upserts_by_name_and_replaces(pg_admin, uid):
 
 def test_put_route_resets_unsent_fields_to_null(pg_admin, uid):
     pg_admin.post("/routes", json={"name": f"r-{uid}", "hosts": ["h.test"], "methods": ["GET"]})
-    body = pg_admin.put(f"/routes/r-{uid}", json={"paths": ["/p"]}).json()
+    body = pg_admin.put(f"/routes/r-{uid}", json={"paths": [f"/{uid}-p"]}).json()
     assert body["hosts"] is None
     assert body["methods"] is None
-    assert body["paths"] == ["/p"]
+    assert body["paths"] == [f"/{uid}-p"]
 
 
 def test_patch_merges(pg_admin, uid):
@@ -131,7 +133,7 @@ def test_collections_have_no_put_patch_delete(admin):
         ("/services", "name", {"host": "a.test"}, {"host": "b.test"}),
         ("/consumers", "username", {}, {}),
         ("/consumers", "custom_id", {}, {}),
-        ("/routes", "name", {"paths": ["/a"]}, {"paths": ["/b"]}),
+        ("/routes", "name", {"hosts": ["dup-first.test"]}, {"hosts": ["dup-second.test"]}),
     ],
 )
 def test_409_on_unique_fields(pg_admin, uid, path, field, first, second):
@@ -174,7 +176,7 @@ def test_409_on_plugin_scope_tuple(pg_admin, uid):
 
 def test_delete_service_with_routes_is_refused(pg_admin, uid):
     pg_admin.post("/services", json={"name": f"s-{uid}", "host": "a.test"})
-    pg_admin.post(f"/services/s-{uid}/routes", json={"paths": ["/x"]})
+    pg_admin.post(f"/services/s-{uid}/routes", json={"paths": [f"/{uid}-x"]})
     resp = pg_admin.delete(f"/services/s-{uid}")
     assert resp.status == 400
     assert resp.json() == {
@@ -197,7 +199,7 @@ def test_delete_consumer_cascades_to_credentials_and_plugins(pg_admin, uid):
 
 
 def test_delete_route_cascades_to_plugins(pg_admin, uid):
-    pg_admin.post("/routes", json={"name": f"r-{uid}", "paths": ["/x"]})
+    pg_admin.post("/routes", json={"name": f"r-{uid}", "paths": [f"/{uid}-x"]})
     plugin = pg_admin.post(f"/routes/r-{uid}/plugins", json={"name": "key-auth"}).json()
     assert pg_admin.delete(f"/routes/r-{uid}").status == 204
     assert pg_admin.get(f"/plugins/{plugin['id']}").status == 404
@@ -370,12 +372,12 @@ def test_nested_collection_of_missing_parent_is_404(admin, uid):
 
 def test_route_service_link(pg_admin, uid):
     svc = pg_admin.post("/services", json={"name": f"s-{uid}", "host": "a.test"}).json()
-    route = pg_admin.post(f"/services/s-{uid}/routes", json={"paths": ["/x"]}).json()
+    route = pg_admin.post(f"/services/s-{uid}/routes", json={"paths": [f"/{uid}-x"]}).json()
     assert pg_admin.get(f"/routes/{route['id']}/service").json()["id"] == svc["id"]
     resp = pg_admin.delete(f"/routes/{route['id']}/service")
     assert resp.status == 405
     assert resp.json() == {"message": "Method not allowed"}
-    orphan = pg_admin.post("/routes", json={"paths": ["/y"]}).json()
+    orphan = pg_admin.post("/routes", json={"paths": [f"/{uid}-y"]}).json()
     assert pg_admin.get(f"/routes/{orphan['id']}/service").status == 404
     assert pg_admin.get(f"/services/s-{uid}/routes").json()["data"][0]["id"] == route["id"]
 
