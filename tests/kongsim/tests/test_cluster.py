@@ -75,3 +75,15 @@ def test_runtime_configuration_follows_other_nodes_writes(cluster, uid):
     while "request-transformer" in in_use(a) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "request-transformer" not in in_use(a)
+
+
+def test_node_reconnects_after_losing_its_database_connection(cluster, pg, uid):
+    a, _ = cluster
+    with pg.connect() as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (a.conf["pg_database"],),
+        )
+    assert http("POST", a.admin_url + "/consumers", json={"username": f"r-{uid}"}).status == 201
+    assert http("GET", a.admin_url + "/status").json()["database"] == {"reachable": True}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -191,27 +192,46 @@ def db_desc(conf: dict[str, Any]) -> str:
 
 
 class PostgresStore(Store):
-    """Entities in PostgreSQL; one connection, serialised by a lock (Admin traffic is light)."""
+    """Entities in PostgreSQL; one connection, serialised by a lock (Admin traffic is light).
 
-    def __init__(self, conn: Any):
+    A lost connection (PostgreSQL restarted) is re-opened on the next statement, as Kong's
+    connection pool does; a statement that fails inside a transaction is not retried."""
+
+    def __init__(self, conn: Any, params: dict[str, Any] | None = None):
         self.conn = conn
+        self.params = params
         self._lock = asyncio.Lock()
-        self._in_tx = False
+        # Set only in the task that holds the transaction, so concurrent requests wait.
+        self._in_tx: contextvars.ContextVar[bool] = contextvars.ContextVar("in_tx", default=False)
 
     @classmethod
     async def connect(cls, conf: dict[str, Any]) -> PostgresStore:
         import psycopg
 
-        conn = await psycopg.AsyncConnection.connect(autocommit=True, **pg_conninfo(conf))
-        return cls(conn)
+        params = pg_conninfo(conf)
+        conn = await psycopg.AsyncConnection.connect(autocommit=True, **params)
+        return cls(conn, params)
+
+    async def _execute(self, sql: str, args: tuple[Any, ...], fetch: bool) -> list[Any]:
+        import psycopg
+
+        if self._in_tx.get():
+            cur = await self.conn.execute(sql, args)
+            return list(await cur.fetchall()) if fetch else []
+        async with self._lock:
+            try:
+                cur = await self.conn.execute(sql, args)
+            except psycopg.OperationalError:
+                if self.params is None:
+                    raise
+                with contextlib.suppress(Exception):
+                    await self.conn.close()
+                self.conn = await psycopg.AsyncConnection.connect(autocommit=True, **self.params)
+                cur = await self.conn.execute(sql, args)
+            return list(await cur.fetchall()) if fetch else []
 
     async def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        if self._in_tx:
-            cur = await self.conn.execute(sql, args)
-            return list(await cur.fetchall())
-        async with self._lock:
-            cur = await self.conn.execute(sql, args)
-            return list(await cur.fetchall())
+        return await self._execute(sql, args, True)
 
     @staticmethod
     def _decode(value: Any) -> Row:
@@ -256,11 +276,7 @@ class PostgresStore(Store):
             raise UniqueViolation(column) from exc
 
     async def _rows_noresult(self, sql: str, args: tuple[Any, ...]) -> None:
-        if self._in_tx:
-            await self.conn.execute(sql, args)
-        else:
-            async with self._lock:
-                await self.conn.execute(sql, args)
+        await self._execute(sql, args, False)
 
     async def delete(self, entity: str, id_: str) -> None:
         await self._rows_noresult(f"DELETE FROM {entity} WHERE id = %s", (id_,))  # noqa: S608
@@ -278,8 +294,9 @@ class PostgresStore(Store):
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
+        await self._execute("SELECT 1", (), False)  # re-opens a lost connection first
         async with self._lock:
-            self._in_tx = True
+            token = self._in_tx.set(True)
             try:
                 async with self.conn.transaction():
                     yield
@@ -287,7 +304,7 @@ class PostgresStore(Store):
                         "UPDATE kongsim_changes SET version = version + 1 WHERE id = 1"
                     )
             finally:
-                self._in_tx = False
+                self._in_tx.reset(token)
 
     async def close(self) -> None:
         await self.conn.close()
