@@ -416,3 +416,29 @@ def test_consumers_by_custom_id(pg_admin, uid):
     resp = pg_admin.get("/consumers?custom_id=")
     assert resp.status == 400
     assert resp.json() == {"message": "custom_id must be an unempty string"}
+
+
+def test_foreign_keys_resolved_by_unique_fields(pg_admin, uid):
+    consumer = pg_admin.post("/consumers", json={"username": f"c-{uid}"}).json()
+    resp = pg_admin.post("/key-auths", json={"consumer": {"username": f"c-{uid}"}})
+    assert resp.status == 201
+    assert resp.json()["consumer"] == {"id": consumer["id"]}
+    missing = pg_admin.post("/key-auths", json={"consumer": {"username": f"nobody-{uid}"}})
+    assert missing.status == 400
+    reason = (
+        f"the foreign key cannot be resolved with '{{username=\"nobody-{uid}\"}}' for an "
+        "existing 'consumers' entity"
+    )
+    assert missing.json() == {
+        "code": 13,
+        "name": "foreign keys unresolved",
+        "message": f"foreign key unresolved (consumer.username: {reason})",
+        "fields": {"consumer": {"username": reason}},
+    }
+
+
+def test_patch_replaces_maps_and_merges_records(pg_admin, uid):
+    route = {"name": f"r-{uid}", "paths": [f"/{uid}"], "headers": {"x-a": ["1"]}}
+    pg_admin.post("/routes", json=route)
+    body = pg_admin.patch(f"/routes/r-{uid}", json={"headers": {"x-b": ["2"]}}).json()
+    assert body["headers"] == {"x-b": ["2"]}

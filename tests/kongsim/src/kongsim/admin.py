@@ -433,7 +433,7 @@ class AdminAPI:
 
     async def create(self, entity: str, data: dict[str, Any], ttl: Any) -> web.Response:
         if self.node.dbless:
-            self._validate_only(entity, data)
+            self._validate_only(entity, await self.dao.resolve_foreign(entity, data))
             raise self.dbless_write(entity, "create")
         row = await self.dao.insert(entity, data, ttl=ttl)
         await self.node.changed()
@@ -487,7 +487,7 @@ class AdminAPI:
             probe = dict(data)
             if not is_uuid(key) and ENTITIES[entity].endpoint_key:
                 probe[ENTITIES[entity].endpoint_key] = key
-            self._validate_only(entity, probe)
+            self._validate_only(entity, await self.dao.resolve_foreign(entity, probe))
             raise self.dbless_write(entity, "create or update", key)
         row = await self.dao.upsert(entity, key, data, ttl=ttl, existing=existing)
         await self.node.changed()

@@ -95,6 +95,47 @@ class DAO:
 
     # --- validation -------------------------------------------------------------------------
 
+    async def resolve_foreign(self, entity: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Foreign keys given by a unique field (``"consumer": {"username": "bob"}``) become
+        ``{"id": ...}``, as Kong's ``resolve_foreign`` does (kong/db/dao/init.lua); a value that
+        matches nothing is error 13, "foreign keys unresolved"."""
+        out = dict(data)
+        errors: dict[str, Any] = {}
+        for fname, ref in ENTITIES[entity].foreign_fields:
+            value = out.get(fname)
+            if not isinstance(value, dict) or is_uuid(value.get("id")) or ref not in ENTITIES:
+                continue
+            ref_schema = ENTITIES[ref]
+            keys = [n for n, f in ref_schema.fields if f.unique or n == ref_schema.endpoint_key]
+            unresolved: dict[str, str] = {}
+            for key in keys:
+                wanted = value.get(key)
+                if not isinstance(wanted, str) or not wanted:
+                    continue
+                found = [r for r in await self.store.find(ref, key, wanted) if not expired(r)]
+                if found:
+                    out[fname] = {"id": found[0]["id"]}
+                    unresolved = {}
+                    break
+                unresolved[key] = (
+                    f"the foreign key cannot be resolved with '{{{key}={lua_literal(wanted)}}}' "
+                    f"for an existing '{ref}' entity"
+                )
+            if unresolved:
+                errors[fname] = unresolved
+        if errors:
+            parts = [
+                f"{fname}.{key}: {msg}"
+                for fname in sorted(errors)
+                for key, msg in sorted(errors[fname].items())
+            ]
+            if len(parts) == 1:
+                message = f"foreign key unresolved ({parts[0]})"
+            else:
+                message = f"{len(parts)} foreign keys unresolved ({'; '.join(parts)})"
+            raise KongError(13, message, errors)
+        return out
+
     def _plugin_schema(self, name: Any) -> PluginSchema | None:
         if isinstance(name, str) and name in self.enabled_plugins:
             return self.plugins[name]
@@ -228,7 +269,7 @@ class DAO:
 
     async def insert(self, entity: str, data: dict[str, Any], *, ttl: Any = None) -> Row:
         now = time.time()
-        data = dict(data)
+        data = await self.resolve_foreign(entity, data)
         self._auto(entity, data, int(now))
         row, errors = self.prepare(entity, data)
         if errors:
@@ -249,7 +290,7 @@ class DAO:
         """PUT: full replacement; the URL's name wins; id and created_at survive."""
         schema = ENTITIES[entity]
         now = time.time()
-        data = dict(data)
+        data = await self.resolve_foreign(entity, data)
         current = existing if existing is not None else await self.select(entity, key)
         if is_uuid(key):
             data["id"] = key
@@ -274,7 +315,11 @@ class DAO:
         if entity == "services" and "url" in data:
             for k in ("protocol", "host", "port", "path"):
                 base.pop(k, None)
+        data = await self.resolve_foreign(entity, data)
         merged = merge(base, data)
+        for name, f in ENTITIES[entity].fields:
+            if f.type == "map" and name in data:
+                merged[name] = data[name]  # merge_values merges records, not maps
         merged["id"] = current["id"]
         if ENTITIES[entity].field("updated_at"):
             merged["updated_at"] = int(now)
