@@ -1,6 +1,10 @@
 """Reference section 5, item 9 (proxy) against simulator nodes run as real processes, in both
 storage modes: entities loaded through the Admin API (PostgreSQL) or ``POST /config``
-(DB-less), requests sent to the node's proxy listener, answered by a real upstream."""
+(DB-less), requests sent to the node's proxy listener, answered by a real upstream.
+
+These tests use nodes of their own: a global plugin or a catch-all route left on a shared node
+by another test would change what the proxy answers.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kongsim.testing import KongNode, Response, free_port, http
+from conftest import Admin
+from kongsim.testing import KongNode, PostgresServer, Response, free_port, http
 
 REQUEST_ID_LEN = 32
 
@@ -38,6 +43,38 @@ def upstream_port() -> Iterator[int]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def own_pg_node(pg: PostgresServer) -> Iterator[KongNode]:
+    node = KongNode({**pg.kong_conf(pg.create_database()), "db_update_frequency": 0.5})
+    node.start()
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+@pytest.fixture(scope="module")
+def own_dbless_node() -> Iterator[KongNode]:
+    node = KongNode({"database": "off"})
+    node.start()
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+@pytest.fixture(params=["postgres", "off"])
+def admin(request: pytest.FixtureRequest) -> Admin:
+    """This module's nodes, once per storage mode."""
+    name = "own_pg_node" if request.param == "postgres" else "own_dbless_node"
+    return Admin(request.getfixturevalue(name), request.param)
+
+
+@pytest.fixture
+def pg_admin(own_pg_node: KongNode) -> Admin:
+    return Admin(own_pg_node, "postgres")
 
 
 def proxy(admin: Any, method: str, path: str, **kwargs: Any) -> Response:
