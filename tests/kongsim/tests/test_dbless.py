@@ -204,3 +204,11 @@ def test_declarative_config_loaded_at_start(tmp_path):
         assert http("GET", node.status_url + "/status/ready").status == 200
         exported = json.loads(http("GET", node.admin_url + "/config").body)["config"]
         assert "alice-key" in exported
+
+
+def test_an_empty_configuration_is_not_ready(dbless_admin):
+    assert dbless_admin.post("/config", json={"config": '_format_version: "3.0"\n'}).status == 201
+    assert dbless_admin.get("/status").json()["configuration_hash"] == "0" * 32
+    ready = http("GET", dbless_admin.node.status_url + "/status/ready")
+    assert ready.status == 503
+    assert ready.json() == {"message": "no configuration available (empty configuration present)"}

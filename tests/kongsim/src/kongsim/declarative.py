@@ -48,8 +48,12 @@ class DeclarativeError(KongError):
         self.flattened = flattened or []
 
 
-def config_hash(text: str | None) -> str:
-    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest() if text else EMPTY_HASH
+def config_hash(text: str | None, rows: dict[str, list[dict[str, Any]]] | None = None) -> str:
+    """MD5 of the configuration text; all zeros when the configuration has no entity
+    (kong/db/declarative/init.lua ``parse_string`` and import.lua ``config_is_empty``)."""
+    if not text or (rows is not None and not any(rows.values())):
+        return EMPTY_HASH
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
 def parse_text(text: str) -> Any:

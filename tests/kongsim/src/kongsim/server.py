@@ -152,7 +152,7 @@ class Node:
             return
         rows = declarative.load(self.dao, declarative.parse_text(text))
         await self.store.replace_all(rows)
-        self.config_hash = declarative.config_hash(text)
+        self.config_hash = declarative.config_hash(text, rows)
 
     # --- configuration changes --------------------------------------------------------------
 
@@ -272,7 +272,7 @@ class Node:
                 body_err["flattened_errors"] = exc.flattened
             raise HTTPError(400, body_err) from exc
         await self.store.replace_all(rows)
-        self.config_hash = new_hash
+        self.config_hash = new_hash if any(rows.values()) else declarative.EMPTY_HASH
         await self.changed()
         return json_response(
             201,
