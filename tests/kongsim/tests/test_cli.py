@@ -237,3 +237,16 @@ def test_start_refuses_an_invalid_declarative_config(tmp_path):
         )
     finally:
         node.close()
+
+
+def test_daemon_with_a_multi_line_declarative_config_string():
+    text = '_format_version: "3.0"\nconsumers:\n- username: "from-env # not a comment"\n'
+    node = KongNode({"database": "off"}, env={"KONG_DECLARATIVE_CONFIG_STRING": text})
+    try:
+        started = node.kong("start")
+        assert started.returncode == 0, started.stderr
+        body = http("GET", node.admin_url + "/consumers").json()
+        assert [c["username"] for c in body["data"]] == ["from-env # not a comment"]
+    finally:
+        node.kong("stop", "-p", node.prefix, with_conf=False)
+        node.close()

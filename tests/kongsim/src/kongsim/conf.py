@@ -114,11 +114,18 @@ def find_conf_file(path: str | None) -> str | None:
 
 
 def read_conf_file(path: str) -> dict[str, str]:
-    """``key = value`` lines; ``#`` starts a comment unless escaped as ``\\#``."""
+    """``key = value`` lines; ``#`` starts a comment unless escaped as ``\\#``. The node's own
+    ``.kong_env`` also escapes backslashes and newlines (multi-line values such as
+    ``declarative_config_string``)."""
     values: dict[str, str] = {}
+    kong_env = os.path.basename(path) == ".kong_env"
     with open(path, encoding="utf-8") as fh:
         for raw in fh:
-            line = re.sub(r"(?<!\\)#.*$", "", raw).replace("\\#", "#").strip()
+            line = re.sub(r"(?<!\\)#.*$", "", raw).strip()
+            if kong_env:
+                line = re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), line)
+            else:
+                line = line.replace("\\#", "#")
             if not line:
                 continue
             if "=" not in line:
@@ -275,7 +282,8 @@ def write_kong_env(conf: dict[str, Any], raw_overrides: dict[str, Any] | None = 
             value = "on" if value else "off"
         elif isinstance(value, list):
             value = ", ".join(str(item) for item in value)
-        lines.append(f"{key} = {str(value).replace('#', chr(92) + '#')}")
+        text = str(value).replace("\\", "\\\\").replace("\n", "\\n").replace("#", "\\#")
+        lines.append(f"{key} = {text}")
     os.makedirs(conf["prefix"], exist_ok=True)
     with open(conf["kong_env"], "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
