@@ -33,6 +33,10 @@ lint:
 test-llm-api:
 	scripts/pytest.sh llm_api llm_api/tests
 
+## llm_api's benchmark against LiteLLM's proxy (prints figures; see llm_api/bench/RESULTS.md).
+bench-llm-api:
+	llm_api/bench/run.sh
+
 test-kongsim:
 	scripts/pytest.sh kongsim tests/kongsim/tests
 

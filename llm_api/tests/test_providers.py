@@ -287,3 +287,21 @@ async def test_200_concurrent_requests_through_providers(
     streamed = [r for i, r in enumerate(results) if kinds[i % 4][1]]
     assert all(sse_events(r.text)[-1] == "[DONE]" for r in streamed)
     assert all(r.json()["usage"]["completion_tokens"] == 20 for r in results if r not in streamed)
+
+
+@pytest.mark.parametrize("path", ["anthropic", "translated"])
+async def test_client_cannot_set_litellm_control_parameters(
+    gateway: Gateway, provider: FakeProvider, path: str
+) -> None:
+    # LiteLLM reads api_base/api_key/mock_response from the same arguments as the request's
+    # parameters: a client must not redirect the deployment's key elsewhere or fake answers.
+    resp = await gateway.chat(
+        f"{path}-ok",
+        api_base="http://127.0.0.1:9/v1",
+        base_url="http://127.0.0.1:9/v1",
+        api_key="client-key",
+        mock_response="faked",
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["choices"][0]["message"]["content"].startswith("word0")
+    assert provider.stats()["requests"] == 1

@@ -165,8 +165,10 @@ class Redactor(logging.Filter):
             return True
         msg = record.getMessage()
         fields = getattr(record, "fields", None)
-        text = msg + (orjson.dumps(fields, default=str).decode() if fields else "")
-        if any(s in text for s in self.secrets):
+        text = [msg]
+        if isinstance(fields, dict):
+            text += [v for v in fields.values() if isinstance(v, str)]
+        if any(s in t for s in self.secrets for t in text):
             for s in self.secrets:
                 msg = msg.replace(s, "[REDACTED]")
             record.msg, record.args = msg, None

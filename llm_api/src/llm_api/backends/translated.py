@@ -24,6 +24,42 @@ from llm_api.config import Deployment
 from llm_api.errors import Kind, UpstreamError, classify_status
 from llm_api.observability import quiet_libraries
 
+# OpenAI request parameters passed on to LiteLLM. Anything else in a client's body is dropped:
+# LiteLLM also reads its own control parameters (api_base, api_key, mock_response, headers, ...)
+# from the same keyword arguments, and a client must not be able to set those.
+CHAT_PARAMS = frozenset(
+    {
+        "messages",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "presence_penalty",
+        "response_format",
+        "seed",
+        "stop",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "user",
+        "functions",
+        "function_call",
+        "reasoning_effort",
+        "modalities",
+        "audio",
+        "prediction",
+        "service_tier",
+    }
+)
+EMBEDDING_PARAMS = frozenset({"input", "dimensions", "encoding_format", "user"})
+
 
 def import_litellm() -> Any:
     """Import LiteLLM offline and quiet; returns the module."""
@@ -167,8 +203,10 @@ class TranslatedBackend:
         if not self._import.done():
             self._import.cancel()
 
-    def _kwargs(self, dep: Deployment, body: dict[str, Any], stream: bool) -> dict[str, Any]:
-        kwargs = {**dep.extra_params, **body}
+    def _kwargs(
+        self, dep: Deployment, body: dict[str, Any], stream: bool, allowed: frozenset[str]
+    ) -> dict[str, Any]:
+        kwargs = {**dep.extra_params, **{k: v for k, v in body.items() if k in allowed}}
         kwargs.update(
             model=dep.litellm_model,
             timeout=dep.stream_timeout if stream else dep.timeout,
@@ -194,7 +232,7 @@ class TranslatedBackend:
             raise mapped from None
 
     async def chat(self, dep: Deployment, body: dict[str, Any]) -> tuple[bytes, Usage | None]:
-        kwargs = self._kwargs(dep, body, stream=False)
+        kwargs = self._kwargs(dep, body, False, CHAT_PARAMS)
         kwargs.pop("stream", None)
         kwargs.pop("stream_options", None)
         resp = await self._run("acompletion", kwargs)
@@ -203,13 +241,13 @@ class TranslatedBackend:
     async def open_stream(
         self, dep: Deployment, body: dict[str, Any], include_usage: bool
     ) -> TranslatedStream:
-        kwargs = self._kwargs(dep, body, stream=True)
+        kwargs = self._kwargs(dep, body, True, CHAT_PARAMS)
         options = body.get("stream_options") or {}
         kwargs.update(stream=True, stream_options={**options, "include_usage": True})
         stream = await self._run("acompletion", kwargs)
         return TranslatedStream(self._litellm, stream, include_usage)
 
     async def embeddings(self, dep: Deployment, body: dict[str, Any]) -> tuple[bytes, Usage | None]:
-        kwargs = self._kwargs(dep, body, stream=False)
+        kwargs = self._kwargs(dep, body, False, EMBEDDING_PARAMS)
         resp = await self._run("aembedding", kwargs)
         return orjson.dumps(resp.model_dump(exclude_none=True)), _usage(resp)
