@@ -442,3 +442,21 @@ def test_patch_replaces_maps_and_merges_records(pg_admin, uid):
     pg_admin.post("/routes", json=route)
     body = pg_admin.patch(f"/routes/r-{uid}", json={"headers": {"x-b": ["2"]}}).json()
     assert body["headers"] == {"x-b": ["2"]}
+
+
+def test_nested_put_and_patch(pg_admin, uid):
+    pg_admin.post("/consumers", json={"username": f"c-{uid}"})
+    created = pg_admin.put(f"/consumers/c-{uid}/key-auth/k-{uid}", json={"tags": ["a"]})
+    assert created.status == 200
+    assert created.json()["key"] == f"k-{uid}"  # the URL's key wins
+    patched = pg_admin.patch(f"/consumers/c-{uid}/key-auth/k-{uid}", json={"tags": ["b"]})
+    assert (patched.status, patched.json()["tags"]) == (200, ["b"])
+    assert patched.json()["id"] == created.json()["id"]
+
+
+def test_foreign_link_patch_updates_the_parent(pg_admin, uid):
+    pg_admin.post("/services", json={"name": f"s-{uid}", "host": "a.test"})
+    route = pg_admin.post(f"/services/s-{uid}/routes", json={"paths": [f"/{uid}"]}).json()
+    resp = pg_admin.patch(f"/routes/{route['id']}/service", json={"retries": 9})
+    assert (resp.status, resp.json()["retries"]) == (200, 9)
+    assert pg_admin.get(f"/services/s-{uid}").json()["retries"] == 9

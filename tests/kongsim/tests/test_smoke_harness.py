@@ -11,6 +11,7 @@ def test_node_answers_admin_and_status(admin):
     # readiness in DB-less mode depends on the loaded configuration: see test_dbless.py
     ready = http("GET", admin.node.status_url + "/status/ready")
     assert ready.status in ((200, 503) if admin.dbless else (200,))
+    assert ready.headers["Server"] == "kong/3.9.3"
 
 
 def test_pg_write_read(pg_admin, uid):

@@ -302,7 +302,13 @@ class Node:
         async def status(request: web.Request) -> web.Response:
             return await admin.status(request)
 
-        app = web.Application()
+        @web.middleware
+        async def headers(request: web.Request, handler: Any) -> web.StreamResponse:
+            response = await handler(request)
+            response.headers["Server"] = f"kong/{KONG_VERSION}"
+            return response
+
+        app = web.Application(middlewares=[headers])
         app.router.add_get("/status/ready", ready)
         app.router.add_get("/status", status)
         return app
