@@ -243,6 +243,26 @@ async def test_client_close_delimited_chunked_and_keep_alive() -> None:
     pool.close()
 
 
+async def test_stale_kept_alive_connection_is_replaced() -> None:
+    connections = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await _read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+        await writer.drain()
+        await _read_head(reader)  # the second request on this connection is never answered
+        writer.close()
+
+    pool = UpstreamPool()
+    async with _raw_upstream(answer) as port:
+        assert await _get(pool, port) == (200, b"a")
+        assert await _get(pool, port) == (200, b"a")
+        assert connections == 2
+    pool.close()
+
+
 async def test_client_errors() -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_head(reader)

@@ -567,7 +567,10 @@ class ProxyServer:
                         request, state, 503, "name resolution failed", request_id, start, extra
                     )
                 status = 504 if exc.kind == "timeout" else 502
-                if attempt + 1 < tries and (idempotent or not exc.sent):
+                # nginx's default proxy_next_upstream is "error timeout": a malformed answer
+                # (invalid_header) is not retried.
+                retriable = exc.kind != "invalid" and (idempotent or not exc.sent)
+                if attempt + 1 < tries and retriable:
                     continue
                 break
             return await self._relay(

@@ -22,9 +22,9 @@ _NO_BODY_STATUSES = frozenset((204, 304))
 
 
 class UpstreamError(Exception):
-    """The upstream could not be used: ``kind`` is ``connect``, ``dns``, ``timeout`` or
-    ``invalid`` (a broken or malformed answer); ``sent`` says whether the request may have
-    reached it."""
+    """The upstream could not be used: ``kind`` is ``connect``, ``dns``, ``timeout``,
+    ``closed`` (the connection ended before a whole answer) or ``invalid`` (a malformed
+    answer); ``sent`` says whether the request may have reached it."""
 
     def __init__(self, kind: str, sent: bool, detail: str = ""):
         super().__init__(f"{kind}: {detail}" if detail else kind)
@@ -323,7 +323,7 @@ class UpstreamPool:
             return await self._exchange(key, conn, head, body, body_stream, method, read_timeout)
         except UpstreamError as exc:
             if exc.kind == "stale":
-                raise UpstreamError("invalid", True, "connection closed") from None
+                raise UpstreamError("closed", True, "connection closed") from None
             raise
 
     async def _exchange(
@@ -379,7 +379,7 @@ class UpstreamPool:
                 raise UpstreamError("timeout", True, "while reading the response head") from None
             if not more:
                 conn.close()
-                raise UpstreamError("stale" if not buffer else "invalid", True, "closed")
+                raise UpstreamError("stale" if not buffer else "closed", True, "closed")
             buffer += conn.take()
             end = buffer.find(b"\r\n\r\n")
             if end == -1:
