@@ -702,6 +702,22 @@ async def test_upstream_status_and_large_bodies_pass_through(env: Env) -> None:
     assert echoed(body)["body_length"] == len(payload)
 
 
+async def test_unbuffered_request_body_is_streamed_chunked(env: Env) -> None:
+    svc = service(env.upstream_port)
+    env.runtime.publish(services=[svc], routes=[route(svc, paths=["/u"], request_buffering=False)])
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"y" * 100_000
+            await asyncio.sleep(0.01)
+
+    status, _, answer = await env.call("POST", "/u", data=body())
+    assert status == 200
+    sent = echoed(answer)
+    assert sent["body_length"] == 400_000
+    assert sent["header_map"]["transfer-encoding"] == "chunked"
+
+
 async def test_client_max_body_size_answers_413(env: Env) -> None:
     env.runtime.conf["nginx_http_client_max_body_size"] = "1k"
     svc = service(env.upstream_port)
