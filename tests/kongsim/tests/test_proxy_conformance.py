@@ -138,6 +138,40 @@ def test_routing_headers_and_request_id(admin: Any, upstream_port: int, uid: str
     assert proxy(admin, "GET", f"/r-{uid}/42/more").status == 404
 
 
+def test_route_priority_order(admin: Any, upstream_port: int, uid: str) -> None:
+    def tagged(name: str, **route: Any) -> dict[str, Any]:
+        header = f"X-Route:{name}"
+        plugin = {"name": "request-transformer", "config": {"add": {"headers": [header]}}}
+        return {"name": f"{name}-{uid}", "strip_path": False, "plugins": [plugin], **route}
+
+    admin.seed(
+        {
+            "services": [
+                {
+                    "name": f"prio-{uid}",
+                    "url": f"http://127.0.0.1:{upstream_port}",
+                    "routes": [
+                        tagged("short", paths=[f"/o-{uid}"]),
+                        tagged("long", paths=[f"/o-{uid}/long"]),
+                        tagged("regex", paths=[f"~/o-{uid}/re[a-z]+$"]),
+                        tagged("method", paths=[f"/o-{uid}"], methods=["POST"]),
+                    ],
+                }
+            ]
+        }
+    )
+
+    def chosen(method: str, path: str) -> str:
+        resp = proxy(admin, method, path, data=b"" if method == "POST" else None)
+        assert resp.status == 200, resp.text
+        return str(echoed(resp)["header_map"]["x-route"])
+
+    assert chosen("GET", f"/o-{uid}/regex") == "regex"
+    assert chosen("GET", f"/o-{uid}/long/x") == "long"
+    assert chosen("GET", f"/o-{uid}/other") == "short"
+    assert chosen("POST", f"/o-{uid}/long/x") == "method"
+
+
 def test_no_route_404_template(admin: Any) -> None:
     resp = proxy(admin, "GET", "/no-such-route-anywhere")
     assert resp.status == 404
