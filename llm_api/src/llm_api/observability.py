@@ -118,6 +118,7 @@ class Metrics:
         self.fallbacks = Counter(
             "llm_api_fallbacks", "Fallbacks to another model group.", ["model"], registry=r
         )
+        self._children: dict[tuple[str, str, int, str], tuple[Any, Any]] = {}
         self.cooldowns = Counter(
             "llm_api_deployment_cooldowns", "Deployments put in cooldown.", ["model"], registry=r
         )
@@ -126,8 +127,16 @@ class Metrics:
         self.upstream_latency.labels(dep.model_name, dep.provider, outcome).observe(seconds)
 
     def finish(self, ctx: RequestContext, model_label: str, latency: float) -> None:
-        self.requests.labels(ctx.endpoint, model_label, str(ctx.status), ctx.consumer).inc()
-        self.latency.labels(ctx.endpoint, model_label).observe(latency)
+        key = (ctx.endpoint, model_label, ctx.status, ctx.consumer)
+        children = self._children.get(key)
+        if children is None:  # labels() costs a lock and a lookup; cache the children
+            children = (
+                self.requests.labels(ctx.endpoint, model_label, str(ctx.status), ctx.consumer),
+                self.latency.labels(ctx.endpoint, model_label),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(latency)
         if ctx.error_code:
             self.errors.labels(ctx.endpoint, model_label, ctx.error_code).inc()
         if ctx.tokens_in:
