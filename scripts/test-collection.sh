@@ -13,6 +13,9 @@ results=${RESULTS:-$root/build/test-results}
 export RESULTS=$results
 mkdir -p "$results" build
 
+cleanup=()
+trap 'rm -rf "${cleanup[@]}"' EXIT
+
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(sanity unit integration lint)
 
@@ -37,13 +40,14 @@ import os
 import subprocess
 import sys
 
-env = dict(os.environ)  # ensurepip drops PIP_* and the pip config (certificates, index) from os.environ
+# ensurepip drops PIP_* and the pip config (certificates, index) from os.environ: keep a copy.
+env = dict(os.environ)
 ensurepip.bootstrap(upgrade=True)
 args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
 sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", *args], env=env))
 PY
   tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' RETURN
+  cleanup+=("$tmp")
   mkdir -p "$tmp/ansible_collections/ai_gateway"
   # A copy, because ansible-test only runs from ansible_collections/<ns>/<name>/; without a .git
   # it tests every file of the copy, so leave out generated ones.
@@ -54,8 +58,7 @@ PY
   (
     cd "$tmp/ansible_collections/ai_gateway/kong"
     HOME="$home" PIP_CACHE_DIR="$root/build/pip-cache" \
-      ansible-test sanity --python 3.11 --venv --requirements --color no 2>&1 | tee "$tmp/sanity.log"
-    exit "${PIPESTATUS[0]}"
+      ansible-test sanity --python 3.11 --venv --requirements --color no
   )
 }
 

@@ -87,7 +87,7 @@ EXAMPLES = r"""
 - name: Remove a consumer (its credentials and plugins go with it)
   ai_gateway.kong.kong_consumer:
     admin_url: http://127.0.0.1:8001
-    username: bob
+    username: carol
     state: absent
 """
 

@@ -16,6 +16,10 @@ import yaml
 from kongsim.testing import KongNode, http, postgres_server
 
 REPO = Path(__file__).resolve().parents[4]
+# `collections/` holds ansible_collections/ai_gateway/kong -> ../../ai_gateway.
+COLLECTIONS = Path(__file__).resolve().parents[3]
+if str(COLLECTIONS) not in sys.path:
+    sys.path.insert(0, str(COLLECTIONS))
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: converge N consumers, each with one key-auth credential, as a playbook would.
 
 Starts a simulator node in postgres mode (kongsim.testing), then runs real ansible-playbook

@@ -8,6 +8,7 @@ key-auth routes, tag filters and pagination (see ../../../../../work/shared refe
 """
 
 import copy
+import hashlib
 import io
 import json
 import sys
@@ -299,8 +300,6 @@ class FakeKong:
             }
         if method == "GET":
             return 200, {"config": self.config_text or "_format_version: '3.0'\n"}
-        import hashlib
-
         text = body["config"]
         new_hash = hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - Kong's hash
         if query.get("check_hash") and new_hash == self.config_hash:

@@ -33,7 +33,7 @@ def test_generated_key_is_returned_and_found_again_by_tags(kong, run_module):
     first = run_module(kong_key_auth, args)
     key = first["credential"]["key"]
     assert len(key) == 32
-    for _ in range(10):
+    for _run in range(10):
         again = run_module(kong_key_auth, args)
         assert again["changed"] is False
         assert again["credential"]["key"] == key
