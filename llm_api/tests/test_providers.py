@@ -118,6 +118,7 @@ async def test_error_mapping(
     gateway: Gateway,
     provider: FakeProvider,
     logs: LogLines,
+    capfd: pytest.CaptureFixture[str],
     path: str,
     marker: str,
     stream: bool,
@@ -140,6 +141,11 @@ async def test_error_mapping(
     assert line["attempts"] == 1  # no hidden retries: num_retries is 0
     for text in logs.lines():
         assert_no_leak(text, provider)
+    metrics = await gateway.metrics()
+    assert f'model="{path}-{marker}",type="{code}"' in metrics
+    out, err = capfd.readouterr()
+    assert "Give Feedback" not in out + err  # LiteLLM's banner is off
+    assert_no_leak(out + err, provider)
 
 
 @pytest.mark.parametrize("path", PATHS)
