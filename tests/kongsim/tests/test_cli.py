@@ -250,3 +250,19 @@ def test_daemon_with_a_multi_line_declarative_config_string():
     finally:
         node.kong("stop", "-p", node.prefix, with_conf=False)
         node.close()
+
+
+def test_start_without_a_reachable_database(tmp_path):
+    from kongsim.testing import free_port
+
+    conf = tmp_path / "kong.conf"
+    write_conf(
+        str(conf),
+        {"prefix": str(tmp_path / "prefix"), "pg_host": "127.0.0.1", "pg_port": free_port()},
+    )
+    result = run("start", "-c", str(conf))
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "Error: [PostgreSQL error] failed to retrieve PostgreSQL server_version_num: "
+        "connection refused\n"
+    )
