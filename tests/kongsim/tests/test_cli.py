@@ -266,3 +266,10 @@ def test_start_without_a_reachable_database(tmp_path):
         "Error: [PostgreSQL error] failed to retrieve PostgreSQL server_version_num: "
         "connection refused\n"
     )
+
+
+def test_headers_off_drops_admin_latency_and_server_tokens():
+    with KongNode({"database": "off", "headers": "off"}) as node:
+        resp = http("GET", node.admin_url + "/")
+        assert "X-Kong-Admin-Latency" not in resp.headers
+        assert resp.headers["Server"] == "openresty"

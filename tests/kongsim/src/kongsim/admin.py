@@ -174,8 +174,14 @@ class AdminAPI:
         origin = request.headers.get("Origin")
         response.headers["Access-Control-Allow-Origin"] = origin or "*"
         response.headers["Access-Control-Allow-Credentials"] = "true"
-        response.headers["X-Kong-Admin-Latency"] = str(int((time.monotonic() - started) * 1000))
-        response.headers["Server"] = f"kong/{KONG_VERSION}"
+        # Kong.admin_header_filter (kong/init.lua): both headers follow kong.conf `headers`;
+        # without a Server header nginx answers with its own `server_tokens off` value.
+        enabled = {h.lower() for h in self.node.conf.get("headers") or []}
+        if enabled & {"latency_tokens", "x-kong-admin-latency"}:
+            latency = int((time.monotonic() - started) * 1000)
+            response.headers["X-Kong-Admin-Latency"] = str(latency)
+        server = enabled & {"server_tokens", "server"}
+        response.headers["Server"] = f"kong/{KONG_VERSION}" if server else "openresty"
         self.node.access_log("admin", request, response.status)
         return response
 
