@@ -243,6 +243,28 @@ async def test_client_close_delimited_chunked_and_keep_alive() -> None:
     pool.close()
 
 
+async def test_client_passes_a_chunk_on_before_it_is_complete() -> None:
+    release = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\nfirst")
+        await writer.drain()
+        await release.wait()
+        writer.write(b"-half\r\n0\r\n\r\n")
+        await writer.drain()
+
+    pool = UpstreamPool()
+    async with _raw_upstream(answer) as port:
+        head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        resp = await pool.request("127.0.0.1", port, False, False, head, None, None, "GET", 2, 2)
+        pieces = resp.iter_chunks()
+        assert await pieces.__anext__() == b"first"  # half of a 10-byte chunk
+        release.set()
+        assert [p async for p in pieces] == [b"-half"]
+    pool.close()
+
+
 async def test_stale_kept_alive_connection_is_replaced() -> None:
     connections = 0
 

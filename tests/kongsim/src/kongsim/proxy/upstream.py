@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 _MAX_HEAD = 64 * 1024
+_MAX_CHUNK_LINE = 4096
 _HIGH_WATER = 1024 * 1024
 _NO_BODY_STATUSES = frozenset((204, 304))
 
@@ -199,9 +200,17 @@ class UpstreamResponse:
         return conn.take()
 
     async def _iter_chunked(self, conn: _Connection) -> AsyncIterator[bytes]:
+        """Decode ``Transfer-Encoding: chunked``, passing on each piece of data as soon as it
+        is read (a chunk may arrive in several reads, several chunks in one)."""
         buffer = b""
+        ready: list[bytes] = []
         while True:
             while b"\r\n" not in buffer:
+                if len(buffer) > _MAX_CHUNK_LINE:
+                    raise UpstreamError("invalid", True, "bad chunk size line")
+                if ready:
+                    yield b"".join(ready)
+                    ready.clear()
                 buffer += await self._read(conn)
             line, _, buffer = buffer.partition(b"\r\n")
             try:
@@ -209,6 +218,8 @@ class UpstreamResponse:
             except ValueError:
                 raise UpstreamError("invalid", True, "bad chunk size") from None
             if size == 0:
+                if ready:
+                    yield b"".join(ready)
                 # trailers end with an empty line
                 while True:
                     while b"\r\n" not in buffer:
@@ -219,10 +230,24 @@ class UpstreamResponse:
                 if buffer:
                     self._keep_alive = False
                 return
-            while len(buffer) < size + 2:
+            while size:
+                if not buffer:
+                    if ready:
+                        yield b"".join(ready)
+                        ready.clear()
+                    buffer = await self._read(conn)
+                piece = buffer[:size]
+                buffer = buffer[len(piece) :]
+                size -= len(piece)
+                ready.append(piece)
+            while len(buffer) < 2:
+                if ready:
+                    yield b"".join(ready)
+                    ready.clear()
                 buffer += await self._read(conn)
-            yield buffer[:size]
-            buffer = buffer[size + 2 :]
+            if buffer[:2] != b"\r\n":
+                raise UpstreamError("invalid", True, "chunk not terminated")
+            buffer = buffer[2:]
 
     def release(self) -> None:
         conn = self._conn
