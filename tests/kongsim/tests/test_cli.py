@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -273,3 +274,31 @@ def test_headers_off_drops_admin_latency_and_server_tokens():
         resp = http("GET", node.admin_url + "/")
         assert "X-Kong-Admin-Latency" not in resp.headers
         assert resp.headers["Server"] == "openresty"
+
+
+def test_reload_rereads_the_declarative_config(tmp_path):
+    path = tmp_path / "kong.yml"
+    path.write_text('_format_version: "3.0"\nconsumers:\n- username: before\n')
+    node = KongNode({"database": "off", "declarative_config": str(path)})
+    try:
+        assert node.kong("start").returncode == 0
+        path.write_text('_format_version: "3.0"\nconsumers:\n- username: after\n')
+        assert node.kong("reload").returncode == 0
+        names: list[str] = []
+        for _ in range(200):
+            names = [
+                c["username"] for c in http("GET", node.admin_url + "/consumers").json()["data"]
+            ]
+            if names == ["after"]:
+                break
+            time.sleep(0.05)
+        assert names == ["after"]
+    finally:
+        node.kong("stop", "-p", node.prefix, with_conf=False)
+        node.close()
+
+
+def test_console_script_is_installed():
+    script = os.path.join(os.path.dirname(sys.executable), "kong")
+    result = subprocess.run([script, "version"], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, "3.9.3\n")
