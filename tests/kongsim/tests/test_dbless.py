@@ -190,6 +190,9 @@ def test_post_config_uniqueness_and_references(dbless_admin):
 
 
 def test_format_version_is_required(dbless_admin):
+    as_json = dbless_admin.post("/config", json={"services": []})
+    assert as_json.status == 400
+    assert as_json.json()["fields"] == {"_format_version": "required field missing"}
     resp = dbless_admin.post("/config", json={"config": "services: []\n"})
     assert resp.json()["fields"] == {"_format_version": "required field missing"}
     resp = dbless_admin.post("/config", json={"config": "_format_version: '9.9'\n"})

@@ -218,8 +218,9 @@ class Node:
     async def post_config(self, request: web.Request) -> web.Response:
         """``POST /config`` (kong/api/routes/config.lua)."""
         query = request.query
-        check_hash = query.get("check_hash") in ("1", "true")
-        flatten = query.get("flatten_errors") in ("1", "true")
+        # kong/api/routes/config.lua: check_hash must be "1"; flatten_errors is any truthy word
+        check_hash = query.get("check_hash") == "1"
+        flatten = (query.get("flatten_errors") or "").lower() in ("1", "true", "on", "yes")
         ctype = (request.headers.get("Content-Type") or "").lower()
         raw = await request.read()
         text: str | None = None
@@ -233,12 +234,13 @@ class Node:
                 body = json.loads(raw.decode() if raw else "")
             except (ValueError, UnicodeDecodeError) as exc:
                 raise HTTPError(400, {"message": "Cannot parse JSON body"}) from exc
-            if isinstance(body, dict) and isinstance(body.get("config"), str):
-                text = body["config"]
-            elif isinstance(body, dict) and "_format_version" in body:
+            if isinstance(body, dict) and "_format_version" in body:
                 config = body
+            elif isinstance(body, dict) and isinstance(body.get("config"), str):
+                text = body["config"]
             else:
-                raise HTTPError(400, {"message": "expected a declarative configuration"})
+                # neither a config nor a "config" string: the raw body is the configuration
+                text = raw.decode(errors="replace")
         elif ctype.startswith(("application/yaml", "text/yaml")):
             text = raw.decode(errors="replace")
         elif ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
