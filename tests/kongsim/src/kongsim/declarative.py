@@ -243,17 +243,22 @@ def json_errors(errors: Any) -> Any:
 
 def _flat(entity: str, item: dict[str, Any], field_errors: dict[str, Any]) -> dict[str, Any]:
     errs: list[dict[str, Any]] = []
-    for msg in field_errors.get("@entity", []):
-        errs.append({"type": "entity", "message": msg})
-    for name, value in field_errors.items():
-        if name != "@entity":
-            errs.append(
-                {
-                    "type": "field",
-                    "field": name,
-                    "message": value if isinstance(value, str) else lua_literal(value),
-                }
-            )
+
+    def walk(prefix: str, tree: dict[Any, Any]) -> None:
+        for msg in tree.get("@entity", []):
+            errs.append({"type": "entity", "message": msg})
+        for name, value in tree.items():
+            if name == "@entity":
+                continue
+            field = f"{prefix}{name}"
+            if isinstance(value, dict):
+                walk(f"{field}.", value)
+            elif isinstance(value, list):
+                errs.extend({"type": "field", "field": field, "message": m} for m in value)
+            else:
+                errs.append({"type": "field", "field": field, "message": value})
+
+    walk("", field_errors)
     return {
         "entity_type": entity[:-1] if entity.endswith("s") else entity,
         "entity_name": item.get("name") or item.get("username"),
