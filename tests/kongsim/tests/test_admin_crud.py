@@ -347,6 +347,9 @@ def test_credential_ttl(pg_admin, uid):
     assert short.status == 201
     time.sleep(1.5)
     assert pg_admin.get(f"/key-auths/s-{uid}").status == 404
+    # the expired key can be used again
+    again = pg_admin.post(f"/consumers/c-{uid}/key-auth", json={"key": f"s-{uid}"})
+    assert again.status == 201, again.text
     bad = pg_admin.post(f"/consumers/c-{uid}/key-auth", json={"ttl": -1})
     assert bad.status == 400
     assert (

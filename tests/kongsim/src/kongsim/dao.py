@@ -209,7 +209,10 @@ class DAO:
             if value is None:
                 continue
             for other in await self.store.find(entity, fname, value):
-                if other["id"] != row["id"] and not expired(other):
+                if other["id"] != row["id"] and expired(other):
+                    # an expired row is gone for Kong (its ttl cleanup): free the unique value
+                    await self.store.delete(entity, other["id"])
+                elif other["id"] != row["id"]:
                     raise KongError(
                         5,
                         f"UNIQUE violation detected on '{{{fname}={lua_literal(value)}}}'",
