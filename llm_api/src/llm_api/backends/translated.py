@@ -74,6 +74,9 @@ def import_litellm() -> Any:
     litellm.set_verbose = False
     litellm.telemetry = False
     litellm.turn_off_message_logging = True
+    # LiteLLM submits every stream chunk to a thread pool for its own logging callbacks; llm_api
+    # logs and counts requests itself, so that per-chunk work is pure overhead here.
+    litellm.disable_streaming_logging = True
     quiet_libraries()
     return litellm
 
