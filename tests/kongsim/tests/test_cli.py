@@ -168,6 +168,10 @@ def test_db_import_into_a_running_node(daemon, tmp_path):
     assert (
         cred["consumer"]["id"] == http("GET", node.admin_url + "/consumers/imported").json()["id"]
     )
+    exported = tmp_path / "exported.yml"
+    result = node.kong("config", "db_export", str(exported))
+    assert result.returncode == 0, result.stderr
+    assert "imported-key" in exported.read_text()
 
 
 def test_restart_keeps_postgres_configuration(daemon, uid):
