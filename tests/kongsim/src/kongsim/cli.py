@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import subprocess
 import sys
 import time
@@ -21,6 +22,10 @@ NEEDS_BOOTSTRAP_MSG = (
     "If you still have 'apis' entities, you can convert them to Routes and Services\n"
     "using the 'kong migrations migrate-apis' command in Kong 1.5.0.\n\n"
 )
+
+
+# How long `kong start` waits for the daemonised node to report that it listens.
+START_TIMEOUT = 60
 
 
 class CLIError(Exception):
@@ -173,9 +178,15 @@ def cmd_start(args: argparse.Namespace) -> int:
         )
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
-        status = pipe.read().decode(errors="replace").strip()
+        ready, _, _ = select.select([pipe], [], [], START_TIMEOUT)
+        status = pipe.read().decode(errors="replace").strip() if ready else "timeout"
+    if status == "timeout":
+        raise CLIError(f"Kong did not start within {START_TIMEOUT} seconds; see {err_path}")
     if status != "ok":
-        raise CLIError(status.removeprefix("error: ") or "could not start Kong")
+        detail = status.removeprefix("error: ")
+        if not detail:
+            detail = f"could not start Kong; see {err_path}"
+        raise CLIError(detail)
     out("Kong started")
     return 0
 
