@@ -86,12 +86,8 @@ class Admin:
 
 
 def _node(conf: dict[str, Any]) -> Iterator[KongNode]:
-    node = KongNode(conf)
-    node.start()
-    try:
+    with KongNode(conf) as node:
         yield node
-    finally:
-        node.close()
 
 
 @pytest.fixture(scope="session")

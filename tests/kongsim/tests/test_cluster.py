@@ -14,17 +14,8 @@ from kongsim.testing import KongNode, http
 def cluster(pg):
     db = pg.create_database()
     conf = {**pg.kong_conf(db), "db_update_frequency": 0.2}
-    a = KongNode(conf)
-    b = KongNode(conf, bootstrap=False)
-    a.start()
-    try:
-        b.start()
-        try:
-            yield a, b
-        finally:
-            b.close()
-    finally:
-        a.close()
+    with KongNode(conf) as a, KongNode(conf, bootstrap=False) as b:
+        yield a, b
 
 
 def test_entity_created_on_a_is_visible_on_b(cluster, uid):

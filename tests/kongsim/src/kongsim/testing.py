@@ -287,7 +287,11 @@ class KongNode:
             shutil.rmtree(self.prefix, ignore_errors=True)
 
     def __enter__(self) -> KongNode:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -298,12 +302,8 @@ def kong_node(
     conf: dict[str, Any] | None = None, env: dict[str, str] | None = None, **kwargs: Any
 ) -> Iterator[KongNode]:
     """A started :class:`KongNode`, stopped (and its prefix removed) on exit."""
-    node = KongNode(conf, env, **kwargs)
-    node.start()
-    try:
+    with KongNode(conf, env, **kwargs) as node:
         yield node
-    finally:
-        node.close()
 
 
 @dataclass
