@@ -105,6 +105,9 @@ if HAS_YAML:
     import yaml
 
 EMPTY_CONFIG = {"_format_version": "3.0"}
+# Kong reports this hash for a configuration without entities, whatever its text
+# (DECLARATIVE_EMPTY_CONFIG_HASH, kong/constants.lua; kong/db/declarative/import.lua).
+EMPTY_CONFIG_HASH = "0" * 32
 
 # Children that the declarative format nests inside a parent, and the field that names the parent
 # (kong/db/schema/others/declarative_config.lua: nested entities get their foreign key injected).
@@ -289,6 +292,8 @@ def main():
         module.fail_json(msg="the declarative configuration must be a mapping")
     # Kong's own identity of a configuration (kong/db/declarative/parse.lua), not a security use.
     new_hash = hashlib.md5(to_bytes(text)).hexdigest()  # noqa: S324
+    if not any(flatten(desired).values()):
+        new_hash = EMPTY_CONFIG_HASH
 
     try:
         client.node()

@@ -89,6 +89,8 @@ def test_yaml_text_and_absent(dbless, run_module):
     gone = run_module(kong_declarative, {"admin_url": URL, "state": "absent"})
     assert gone["changed"] is True
     assert json.loads(dbless.config_text) == {"_format_version": "3.0"}
+    assert dbless.config_hash == "0" * 32
+    assert run_module(kong_declarative, {"admin_url": URL, "state": "absent"})["changed"] is False
 
 
 def test_invalid_config_error(dbless, run_module):
