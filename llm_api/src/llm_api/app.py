@@ -395,6 +395,9 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        # FastAPI's native OpenTelemetry hooks check their providers on every request; the
+        # service has its own metrics and logs.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.metrics = metrics
     app.state.gateway = None
