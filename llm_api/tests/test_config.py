@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +198,41 @@ def test_cli_refuses_a_bad_setting() -> None:
     result = _cli({"LLM_API_WORKERS": "zero"})
     assert result.returncode == 2
     assert "LLM_API_WORKERS" in result.stderr
+
+
+def test_cli_serves_the_embedded_default(tmp_path: Path) -> None:
+    """`llm-api` (what `make run` starts): uvicorn with the factory, JSON logs on stderr."""
+    import httpx
+    from conftest import free_port
+
+    port = free_port()
+    env = {**os.environ, "LLM_API_PORT": str(port), "LLM_API_WORKERS": "1"}
+    env.pop("LLM_API_CONFIG", None)
+    log_path = tmp_path / "stderr.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from llm_api.cli import main; main()"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            for _ in range(1200):
+                try:
+                    if httpx.get(f"{url}/health/ready").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert proc.poll() is None, log_path.read_text()
+                time.sleep(0.1)
+            body = {"model": "ai-gateway-demo", "messages": [{"role": "user", "content": "hi"}]}
+            resp = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+            assert resp.status_code == 200
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    access = [x for x in lines if x["logger"] == "llm_api.access"]
+    assert [x["request_id"] for x in access] == [resp.headers["x-request-id"]]
+    assert access[0]["model"] == "ai-gateway-demo"
