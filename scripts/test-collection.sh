@@ -13,16 +13,15 @@ results=${RESULTS:-$root/build/test-results}
 export RESULTS=$results
 mkdir -p "$results" build
 
-cleanup=()
-trap 'rm -rf "${cleanup[@]}"' EXIT
-
+# SANITY_ARGS: extra ansible-test options (e.g. `--test pylint`), for focused runs.
+read -r -a SANITY_ARGS <<<"${SANITY_ARGS:-}"
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(sanity unit integration lint)
 
 sanity() {
   # ansible-test keeps its sanity virtualenvs (pinned pylint, voluptuous, ...) under
   # ~/.ansible/test; pointing HOME at build/ keeps them with the project and warm between runs.
-  local home="$root/build/ansible-test-home" tmp pip_version
+  local home="$root/build/ansible-test-home" pip_version
   # ansible-test --venv bootstraps pip in each virtualenv with a get-pip script downloaded from a
   # CI host that this network does not reach. Its cache slot gets a stand-in that does the same
   # from the interpreter's bundled ensurepip wheel; pip then installs the pinned tools from the
@@ -46,19 +45,22 @@ ensurepip.bootstrap(upgrade=True)
 args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
 sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", *args], env=env))
 PY
-  tmp=$(mktemp -d)
-  cleanup+=("$tmp")
-  mkdir -p "$tmp/ansible_collections/ai_gateway"
-  # A copy, because ansible-test only runs from ansible_collections/<ns>/<name>/; without a .git
-  # it tests every file of the copy, so leave out generated ones.
-  cp -a collections/ai_gateway "$tmp/ansible_collections/ai_gateway/kong"
-  rm -rf "$tmp/ansible_collections/ai_gateway/kong/tests/output"
-  find "$tmp/ansible_collections" -depth \( -name __pycache__ -o -name .pytest_cache \) \
-    -exec rm -rf {} +
+  # ansible-test only runs from ansible_collections/<ns>/<name>/, so it runs on a copy, outside
+  # this git work tree (inside it, ansible-test would list files with git, which ignores build/).
+  # The copy keeps one place per checkout so that ansible-test's own virtualenv (in its
+  # tests/output/.tmp) is reused; it tests every file of the copy, so generated ones stay out.
+  local work
+  work="${TMPDIR:-/tmp}/ai-gateway-sanity-$(printf %s "$root" | md5sum | cut -c1-8)"
+  work="$work/ansible_collections/ai_gateway/kong"
+  mkdir -p "$work/tests"
+  find "$work" -mindepth 1 -maxdepth 1 ! -name tests -exec rm -rf {} +
+  find "$work/tests" -mindepth 1 -maxdepth 1 ! -name output -exec rm -rf {} +
+  tar -C collections/ai_gateway --exclude=./tests/output --exclude=__pycache__ \
+    --exclude=.pytest_cache -cf - . | tar -C "$work" -xf -
   (
-    cd "$tmp/ansible_collections/ai_gateway/kong"
+    cd "$work"
     HOME="$home" PIP_CACHE_DIR="$root/build/pip-cache" \
-      ansible-test sanity --python 3.11 --venv --requirements --color no
+      ansible-test sanity --python 3.11 --venv --requirements --color no "${SANITY_ARGS[@]}"
   )
 }
 
