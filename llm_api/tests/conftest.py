@@ -130,6 +130,7 @@ def provider_config(provider_url: str) -> dict[str, Any]:
         models.append(deployment(path, f"{path}-refused", refused))
     # Embeddings through the native path.
     models.append(deployment("native", "embed", provider_url))
+    models.append(deployment("translated", "translated-embed", provider_url))
     return {
         "model_list": models,
         "router_settings": {

@@ -82,8 +82,9 @@ async def test_stream_through_each_path(
     assert line["tokens_in"] == 2
 
 
-async def test_embeddings_native(gateway: Gateway, provider: FakeProvider) -> None:
-    resp = await gateway.client.post("/v1/embeddings", json={"model": "embed", "input": ["a", "b"]})
+@pytest.mark.parametrize("model", ["embed", "translated-embed"])
+async def test_embeddings(gateway: Gateway, provider: FakeProvider, model: str) -> None:
+    resp = await gateway.client.post("/v1/embeddings", json={"model": model, "input": ["a", "b"]})
     assert resp.status_code == 200
     body = resp.json()
     assert len(body["data"]) == 2
