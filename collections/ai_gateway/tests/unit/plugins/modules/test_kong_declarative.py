@@ -113,3 +113,14 @@ def test_refuses_a_kong_with_a_database(kong, run_module):
     result = run_module(kong_declarative, {"admin_url": URL, "config": CONFIG})
     assert result["failed"] is True
     assert "uses database=postgres" in result["msg"]
+
+
+def test_post_with_check_hash_decides_when_status_has_no_hash(dbless, run_module):
+    run_module(kong_declarative, {"admin_url": URL, "config": CONFIG})
+    # A node that does not publish configuration_hash: Kong's check_hash answers 304.
+    dbless.errors[("GET", "/status")] = (200, {"server": {}})
+    dbless.calls.clear()
+    result = run_module(kong_declarative, {"admin_url": URL, "config": CONFIG})
+    assert result["changed"] is False
+    posts = [c for c in dbless.calls if c[0] == "POST"]
+    assert len(posts) == 1
