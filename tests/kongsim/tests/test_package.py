@@ -98,8 +98,14 @@ def container(deb: Path) -> Iterator[Container]:
         # `--wait` returns once boot finished: `running`, or `degraded` when some unit of the
         # minimal image failed, which does not matter here.
         box.sh("systemctl is-system-running --wait", check=False, timeout=120)
-        run("podman", "cp", deb, f"{name}:/tmp/{DEB_NAME}")
-        box.sh(f"apt-get update -q && apt-get install -y -q /tmp/{DEB_NAME}")
+        # Streamed in, not `podman cp`: the container's /tmp is a tmpfs that systemd mounts,
+        # and a copy into the image's /tmp underneath it is not always visible.
+        with deb.open("rb") as fh:
+            subprocess.run(
+                ["podman", "exec", "-i", name, "sh", "-c", f"cat > /var/cache/{DEB_NAME}"],
+                stdin=fh, check=True, timeout=60,
+            )  # fmt: skip
+        box.sh(f"apt-get update -q && apt-get install -y -q /var/cache/{DEB_NAME}")
         yield box
     finally:
         run("podman", "rm", "-f", "-t", "0", name, check=False)
