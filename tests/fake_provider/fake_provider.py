@@ -16,7 +16,8 @@ Endpoints:
   POST /__control             {"mode": "ok"|"fail"|"stall"|"ratelimit"|"unauthorized",
                                "stall_seconds": N}: a failure mode for every request;
                               {"chunk_delay": S}: streams send one event every S seconds
-  GET  /__requests            the recent requests' method, path and headers (DELETE clears)
+  GET  /__requests            the recent requests' method, path, headers and JSON body
+                              (DELETE clears)
   GET  /__stats               request counts by path and by outcome
   GET  /health                200
 
@@ -24,8 +25,9 @@ Markers in the model name select a failure for that request: err400, err401, err
 err429 (with Retry-After), err500, err503, err529 (Anthropic "overloaded"), ctxlen (the
 provider's context-length error), stall (answer after stall_seconds, default 30), midstream
 (a stream that breaks after 5 content chunks: OpenAI's connection is cut, Anthropic sends its
-"event: error"). Errors use each provider's real shape: OpenAI {"error": {...}}, Anthropic
-{"type": "error", "error": {...}}.
+"event: error"), tooluse (the answer calls the request's first tool, or "get_weather", with
+{"city": "Paris"}, plain and streamed in each provider's shape). Errors use each provider's real
+shape: OpenAI {"error": {...}}, Anthropic {"type": "error", "error": {...}}.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ REASONS = {
 }
 MARKERS = ("err400", "err401", "err403", "err404", "err429", "err500", "err503", "err529")
 MAX_BODY = 64 * 1024 * 1024
+TOOL_TEXT = "Let me check."
+TOOL_ARGS = ['{"city":', ' "Paris"}']  # streamed in two pieces, as providers split arguments
 
 
 class State:
@@ -153,6 +157,57 @@ def sse(data: bytes, event: str | None = None) -> bytes:
     return head + b"data: " + data + b"\n\n"
 
 
+def tool_name(payload: dict, anthropic: bool) -> str:
+    """The name of the request's first tool (each provider's shape), else "get_weather"."""
+    for tool in payload.get("tools") or []:
+        if isinstance(tool, dict):
+            name = tool.get("name") if anthropic else (tool.get("function") or {}).get("name")
+            if isinstance(name, str):
+                return name
+    return "get_weather"
+
+
+def openai_tool_chat(model: str, ptok: int, name: str) -> bytes:
+    call = {
+        "id": "call_fake",
+        "type": "function",
+        "function": {"name": name, "arguments": "".join(TOOL_ARGS)},
+    }
+    message = {"role": "assistant", "content": TOOL_TEXT, "tool_calls": [call]}
+    return _json(
+        {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": ptok, "completion_tokens": 7, "total_tokens": ptok + 7},
+        }
+    )
+
+
+def openai_tool_stream(model: str, ptok: int, include_usage: bool, name: str) -> list:
+    created = int(time.time())
+    head = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created}
+    head["model"] = model
+
+    def chunk(delta: dict, finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return sse(_json({**head, "choices": [choice]}))
+
+    first = {"index": 0, "id": "call_fake", "type": "function"}
+    first["function"] = {"name": name, "arguments": ""}
+    events = [chunk({"role": "assistant", "content": TOOL_TEXT}), chunk({"tool_calls": [first]})]
+    for piece in TOOL_ARGS:
+        events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+    events.append(chunk({}, "tool_calls"))
+    if include_usage:
+        usage = {"prompt_tokens": ptok, "completion_tokens": 7, "total_tokens": ptok + 7}
+        events.append(sse(_json({**head, "choices": [], "usage": usage})))
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
 def openai_chat(model: str, ptok: int) -> bytes:
     return _json(
         {
@@ -232,7 +287,31 @@ def anthropic_message(model: str, ptok: int) -> bytes:
     )
 
 
-def anthropic_stream(model: str, ptok: int, break_after: int | None) -> list:
+def anthropic_tool_message(model: str, ptok: int, name: str) -> bytes:
+    content = [
+        {"type": "text", "text": TOOL_TEXT},
+        {"type": "tool_use", "id": "toolu_fake", "name": name, "input": {"city": "Paris"}},
+    ]
+    return _json(
+        {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": "tool_use",
+            "stop_sequence": None,
+            "usage": {"input_tokens": ptok, "output_tokens": 7},
+        }
+    )
+
+
+def anthropic_event(obj: dict) -> bytes:
+    """An Anthropic stream event: its type as the SSE event name too."""
+    return sse(_json(obj), obj["type"])
+
+
+def anthropic_stream_start(model: str, ptok: int) -> list:
     message = {
         "id": "msg_fake",
         "type": "message",
@@ -243,44 +322,52 @@ def anthropic_stream(model: str, ptok: int, break_after: int | None) -> list:
         "stop_sequence": None,
         "usage": {"input_tokens": ptok, "output_tokens": 1},
     }
+    return [anthropic_event({"type": "message_start", "message": message})]
+
+
+def anthropic_block(index: int, block: dict, deltas: list) -> list:
+    """A content block's events: its start, one event per delta, its stop."""
     events = [
-        sse(_json({"type": "message_start", "message": message}), "message_start"),
-        sse(
-            _json(
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": {"type": "text", "text": ""},
-                }
-            ),
-            "content_block_start",
-        ),
-        sse(b'{"type":"ping"}', "ping"),
+        anthropic_event({"type": "content_block_start", "index": index, "content_block": block})
     ]
-    for i, word in enumerate(WORDS):
-        if break_after is not None and i == break_after:
-            # Anthropic reports failures after the 200 as an "error" event in the stream.
-            err = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-            events.append(sse(_json(err), "error"))
-            return events
-        delta = {"type": "content_block_delta", "index": 0}
-        delta["delta"] = {"type": "text_delta", "text": word}
-        events.append(sse(_json(delta), "content_block_delta"))
-    events += [
-        sse(b'{"type":"content_block_stop","index":0}', "content_block_stop"),
-        sse(
-            _json(
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                    "usage": {"output_tokens": CHUNKS},
-                }
-            ),
-            "message_delta",
-        ),
-        sse(b'{"type":"message_stop"}', "message_stop"),
-    ]
+    for delta in deltas:
+        events.append(
+            anthropic_event({"type": "content_block_delta", "index": index, "delta": delta})
+        )
+    events.append(anthropic_event({"type": "content_block_stop", "index": index}))
     return events
+
+
+def anthropic_stream_end(stop_reason: str, output_tokens: int) -> list:
+    delta = {"stop_reason": stop_reason, "stop_sequence": None}
+    usage = {"output_tokens": output_tokens}
+    return [
+        anthropic_event({"type": "message_delta", "delta": delta, "usage": usage}),
+        anthropic_event({"type": "message_stop"}),
+    ]
+
+
+def anthropic_tool_stream(model: str, ptok: int, name: str) -> list:
+    text = [{"type": "text_delta", "text": TOOL_TEXT}]
+    args = [{"type": "input_json_delta", "partial_json": piece} for piece in TOOL_ARGS]
+    tool_block = {"type": "tool_use", "id": "toolu_fake", "name": name, "input": {}}
+    return [
+        *anthropic_stream_start(model, ptok),
+        *anthropic_block(0, {"type": "text", "text": ""}, text),
+        *anthropic_block(1, tool_block, args),
+        *anthropic_stream_end("tool_use", 7),
+    ]
+
+
+def anthropic_stream(model: str, ptok: int, break_after: int | None) -> list:
+    deltas = [{"type": "text_delta", "text": word} for word in WORDS]
+    start, *content, stop = anthropic_block(0, {"type": "text", "text": ""}, deltas)
+    events = [*anthropic_stream_start(model, ptok), start, anthropic_event({"type": "ping"})]
+    if break_after is not None:
+        # Anthropic reports failures after the 200 as an "error" event in the stream.
+        err = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        return [*events, *content[:break_after], anthropic_event(err)]
+    return [*events, *content, stop, *anthropic_stream_end("end_turn", CHUNKS)]
 
 
 def embeddings(payload: dict) -> bytes:
@@ -399,7 +486,8 @@ class HttpProtocol(asyncio.Protocol):
             return self.control(method, path, body)
         st.stats["requests"] += 1
         st.stats[f"{method} {path}"] += 1
-        st.requests.append({"method": method, "path": path, "headers": headers})
+        record = {"method": method, "path": path, "headers": headers}
+        st.requests.append(record)
         anthropic = path == "/v1/messages"
         if st.api_key is not None:
             auth = headers.get("authorization", "")
@@ -422,6 +510,7 @@ class HttpProtocol(asyncio.Protocol):
             return openai_error(404, "Unknown request URL", "invalid_request_error", None)
         try:
             payload = json.loads(body)
+            record["body"] = payload
             model = str(payload["model"])
         except (ValueError, KeyError, TypeError):
             if anthropic:
@@ -478,6 +567,18 @@ class HttpProtocol(asyncio.Protocol):
         if path == "/v1/embeddings":
             return 200, embeddings(payload)
         break_after = 5 if "midstream" in model else None
+        if "tooluse" in model:
+            name = tool_name(payload, anthropic)
+            stream = bool(payload.get("stream"))
+            if anthropic and stream:
+                return 200, anthropic_tool_stream(model, ptok, name), "text/event-stream"
+            if anthropic:
+                return 200, anthropic_tool_message(model, ptok, name)
+            if stream:
+                opts = payload.get("stream_options") or {}
+                usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+                return 200, openai_tool_stream(model, ptok, usage, name), "text/event-stream"
+            return 200, openai_tool_chat(model, ptok, name)
         if anthropic:
             if payload.get("stream"):
                 return 200, anthropic_stream(model, ptok, break_after), "text/event-stream"
