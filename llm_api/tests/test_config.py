@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import write_yaml
-from llm_api.backends.native import _transport_error
+from llm_api.backends.native import transport_error
 from llm_api.config import ConfigError, load_config, parse_config
 from llm_api.errors import Kind, classify_status
 
@@ -144,7 +144,7 @@ def test_dns_failure_is_unreachable() -> None:
         "no-such-host.invalid", 443, True, True, None, None, None
     )
     exc = aiohttp.ClientConnectorDNSError(key, OSError(-2, "Name or service not known"))
-    assert _transport_error(exc).kind is Kind.CONNECTION
+    assert transport_error(exc).kind is Kind.CONNECTION
 
 
 def test_litellm_internal_server_error_from_a_connection_failure_is_unreachable() -> None:

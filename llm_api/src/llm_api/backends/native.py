@@ -9,7 +9,7 @@ path forwards the request with the deployment's model and key, and returns the p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -27,13 +27,82 @@ def _headers(dep: Deployment) -> dict[str, str]:
     return headers
 
 
-def _transport_error(exc: BaseException) -> UpstreamError:
+def transport_error(exc: BaseException) -> UpstreamError:
     """Classify a failure to talk to the provider (no HTTP status to go by)."""
     if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError is a TimeoutError too
         return UpstreamError(Kind.TIMEOUT)
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError):
         return UpstreamError(Kind.CONNECTION)  # refused, DNS failure, reset before an answer
     return UpstreamError(Kind.SERVER)  # broken or truncated response
+
+
+def json_object(data: bytes) -> dict[str, Any]:
+    """A provider's JSON object; anything else is a broken answer."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(Kind.SERVER) from None
+    if not isinstance(obj, dict):
+        raise UpstreamError(Kind.SERVER)
+    return obj
+
+
+def client_timeouts(dep: Deployment) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
+    """The deployment's (plain, stream) timeouts; for streams it bounds each wait for data."""
+    stream_timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=dep.timeout, sock_read=dep.stream_timeout
+    )
+    return aiohttp.ClientTimeout(total=dep.timeout), stream_timeout
+
+
+async def post(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    client_timeout: aiohttp.ClientTimeout,
+    http_error: Callable[[aiohttp.ClientResponse, bytes], UpstreamError],
+) -> aiohttp.ClientResponse:
+    """POST `body`; the open response, or UpstreamError (`http_error` classifies a status >= 400
+    from the response and its body)."""
+    try:
+        resp = await session.post(url, data=body, headers=headers, timeout=client_timeout)
+        if resp.status >= 400:
+            data = await resp.read()
+            resp.release()
+            raise http_error(resp, data)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise transport_error(exc) from None
+    return resp
+
+
+async def read_all(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole body of a response, which is then released."""
+    try:
+        return await resp.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise transport_error(exc) from None
+    finally:
+        resp.release()
+
+
+def _status_error(resp: aiohttp.ClientResponse, body: bytes) -> UpstreamError:
+    return classify_status(resp.status, body, resp.headers.get("Retry-After"))
+
+
+class SSEFramer:
+    """Cuts a response's bytes into whole SSE events (without the blank line that ends each)."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The events that `data` completes; an unfinished one waits for the next read."""
+        buf = self._buf + data
+        if b"\r" in buf:
+            buf = buf.replace(b"\r\n", b"\n")
+        *events, self._buf = buf.split(b"\n\n")
+        return events
 
 
 class NativeStream:
@@ -45,16 +114,12 @@ class NativeStream:
         self._include_usage = include_usage
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        buf = b""
+        framer = SSEFramer()
         done = False
         try:
             async for data in self._resp.content.iter_any():
-                buf += data
-                if b"\r" in buf:
-                    buf = buf.replace(b"\r\n", b"\n")
-                *events, buf = buf.split(b"\n\n")
                 out = []
-                for ev in events:
+                for ev in framer.feed(data):
                     if done:
                         break
                     kept = self._event(ev)
@@ -67,7 +132,7 @@ class NativeStream:
                 if done:
                     return
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transport_error(exc) from None
+            raise transport_error(exc) from None
         finally:
             self._resp.release()
         # The provider closed the stream without [DONE]: the answer is incomplete.
@@ -82,12 +147,7 @@ class NativeStream:
         if payload.startswith(b'{"error"'):
             raise UpstreamError(Kind.SERVER)
         if b'"usage"' in payload and b'"usage":null' not in payload:
-            try:
-                obj = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                raise UpstreamError(Kind.SERVER) from None
-            if not isinstance(obj, dict):
-                raise UpstreamError(Kind.SERVER)
+            obj = json_object(payload)
             if "error" in obj:
                 raise UpstreamError(Kind.SERVER)
             usage = Usage.from_openai(obj.get("usage"))
@@ -111,11 +171,7 @@ class NativeBackend:
     def _prep(self, dep: Deployment) -> tuple[dict[str, str], aiohttp.ClientTimeout, Any]:
         found = self._prepared.get(dep.id)
         if found is None:
-            # For streams the timeout bounds the wait for each piece of data, not the whole.
-            stream_timeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=dep.timeout, sock_read=dep.stream_timeout
-            )
-            found = (_headers(dep), aiohttp.ClientTimeout(total=dep.timeout), stream_timeout)
+            found = (_headers(dep), *client_timeouts(dep))
             self._prepared[dep.id] = found
         return found
 
@@ -123,38 +179,15 @@ class NativeBackend:
         self, dep: Deployment, path: str, payload: dict[str, Any], stream: bool
     ) -> aiohttp.ClientResponse:
         headers, timeout, stream_timeout = self._prep(dep)
-        try:
-            resp = await self._session.post(
-                f"{dep.api_base}{path}",
-                data=orjson.dumps(payload),
-                headers=headers,
-                timeout=stream_timeout if stream else timeout,
-            )
-            if resp.status >= 400:
-                body = await resp.read()
-                resp.release()
-                raise classify_status(resp.status, body, resp.headers.get("Retry-After"))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transport_error(exc) from None
-        return resp
+        url, body = f"{dep.api_base}{path}", orjson.dumps(payload)
+        timeout = stream_timeout if stream else timeout
+        return await post(self._session, url, body, headers, timeout, _status_error)
 
     async def _call(
         self, dep: Deployment, path: str, payload: dict[str, Any]
     ) -> tuple[bytes, Usage | None]:
-        resp = await self._post(dep, path, payload, stream=False)
-        try:
-            data = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transport_error(exc) from None
-        finally:
-            resp.release()
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(Kind.SERVER) from None
-        if not isinstance(obj, dict):
-            raise UpstreamError(Kind.SERVER)
-        return data, Usage.from_openai(obj.get("usage"))
+        data = await read_all(await self._post(dep, path, payload, stream=False))
+        return data, Usage.from_openai(json_object(data).get("usage"))
 
     async def chat(self, dep: Deployment, body: dict[str, Any]) -> tuple[bytes, Usage | None]:
         return await self._call(dep, "/chat/completions", {**body, "model": dep.upstream_model})
