@@ -29,6 +29,16 @@ class Usage:
             completion if isinstance(completion, int) else 0,
         )
 
+    @classmethod
+    def from_litellm(cls, usage: Any) -> Usage | None:
+        """From LiteLLM's `Usage` object (None when there is none)."""
+        if usage is None:
+            return None
+        return cls(
+            int(getattr(usage, "prompt_tokens", 0) or 0),
+            int(getattr(usage, "completion_tokens", 0) or 0),
+        )
+
 
 class Stream(Protocol):
     """An open upstream stream: iterate for SSE bytes (`data: ...\\n\\n` events, `[DONE]` last).

@@ -1,10 +1,23 @@
 """The translated path: LiteLLM for providers with other wire formats (e.g. `anthropic/...`).
 
 LiteLLM is imported only when the config has such a deployment (the import costs ~3 s of CPU and
-~190 MB). Its own retries are off (`max_retries=0`, `num_retries=0`): the shared router retries,
-so that both paths retry, fall back and cool down the same way. Its exceptions are mapped by class
-and status code; LiteLLM reports a refused connection or a DNS failure as a 500
-`InternalServerError`, so the cause chain is checked for the transport's connection errors.
+~190 MB). Each deployment takes one of two routes, decided once per deployment
+(`uses_fast_path`):
+
+- the fast path (`transform.py`): LiteLLM's provider transformation with our own aiohttp
+  transport and chunk writer, for the providers in `transform.FAST_PROVIDERS` (`anthropic`), when
+  the deployment has no `mock_response` and its extra `litellm_params` are only OpenAI request
+  parameters (defaults for every request) and `drop_params`;
+- `litellm.acompletion` for every other chat deployment (any other provider, `mock_response`,
+  other LiteLLM options such as `extra_headers` or `top_k`), and `litellm.aembedding` for
+  embeddings.
+
+LiteLLM's own retries never happen: acompletion gets `max_retries=0` and `num_retries=0`, and the
+fast path has no LiteLLM client; the shared router retries, so that every path retries, falls
+back and cools down the same way. Exceptions are mapped by class and status code (`classify`),
+the fast path's after LiteLLM's own `exception_type`, as acompletion does; LiteLLM reports a
+refused connection or a DNS failure as a 500 `InternalServerError`, so the cause chain is checked
+for the transport's connection errors.
 """
 
 from __future__ import annotations
@@ -20,6 +33,8 @@ import aiohttp
 import orjson
 
 from llm_api.backends import DONE, Usage
+from llm_api.backends.native import close_session
+from llm_api.backends.transform import FAST_PROVIDERS, FastPath, FastStream
 from llm_api.config import Deployment
 from llm_api.errors import Kind, UpstreamError, classify_status
 from llm_api.observability import quiet_libraries
@@ -59,6 +74,17 @@ CHAT_PARAMS = frozenset(
     }
 )
 EMBEDDING_PARAMS = frozenset({"input", "dimensions", "encoding_format", "user"})
+# A deployment's extra litellm_params the fast path reproduces; any other sends it to acompletion.
+FAST_PATH_EXTRA_PARAMS = (CHAT_PARAMS - {"messages", "stream", "stream_options"}) | {"drop_params"}
+
+
+def uses_fast_path(dep: Deployment) -> bool:
+    """Whether `dep`'s chat requests take the fast path rather than `litellm.acompletion`."""
+    return (
+        dep.provider in FAST_PROVIDERS
+        and dep.mock_response is None
+        and FAST_PATH_EXTRA_PARAMS.issuperset(dep.extra_params)
+    )
 
 
 def import_litellm() -> Any:
@@ -144,13 +170,7 @@ def classify(litellm: Any, exc: BaseException) -> UpstreamError | None:
 
 
 def _usage(obj: Any) -> Usage | None:
-    usage = getattr(obj, "usage", None)
-    if usage is None:
-        return None
-    return Usage(
-        int(getattr(usage, "prompt_tokens", 0) or 0),
-        int(getattr(usage, "completion_tokens", 0) or 0),
-    )
+    return Usage.from_litellm(getattr(obj, "usage", None))
 
 
 class TranslatedStream:
@@ -187,15 +207,19 @@ class TranslatedStream:
 
 
 class TranslatedBackend:
-    """LiteLLM's acompletion/aembedding; LiteLLM itself is imported in a thread at start.
+    """The fast path or LiteLLM's acompletion/aembedding; LiteLLM is imported in a thread at start.
 
     The service is ready (and the native path serves) while the import runs; a translated
-    request made in those first seconds waits for it.
+    request made in those first seconds waits for it. The fast path uses `session` (the app's
+    shared one), or a session of its own made on first use and closed by `aclose`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
         self._import: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(import_litellm))
         self._litellm: Any = None
+        self._session = session
+        self._own_session: aiohttp.ClientSession | None = None
+        self._fast: dict[str, FastPath | None] = {}
 
     async def _lib(self) -> Any:
         if self._litellm is None:
@@ -205,6 +229,41 @@ class TranslatedBackend:
     async def aclose(self) -> None:
         if not self._import.done():
             self._import.cancel()
+        if self._own_session is not None:
+            await close_session(self._own_session)
+            self._own_session = None
+
+    async def _fast_path(self, dep: Deployment) -> FastPath | None:
+        """The deployment's fast path, built on its first request; None: it uses acompletion."""
+        try:
+            return self._fast[dep.id]
+        except KeyError:
+            pass
+        fast = None
+        if uses_fast_path(dep):
+            litellm = await self._lib()
+            if self._session is None:
+                self._own_session = self._session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300), trust_env=False
+                )
+            fast = FastPath(dep, litellm, self._session, lambda exc: self._upstream_error(dep, exc))
+        self._fast[dep.id] = fast
+        return fast
+
+    def _upstream_error(self, dep: Deployment, exc: BaseException) -> UpstreamError:
+        """Map a fast-path failure as acompletion would: LiteLLM's exception_type, then classify."""
+        if isinstance(exc, UpstreamError):
+            return exc
+        from litellm.litellm_core_utils import exception_mapping_utils
+
+        exception_type: Any = exception_mapping_utils.exception_type
+        try:
+            mapped: BaseException = exception_type(
+                model=dep.litellm_model, custom_llm_provider=dep.provider, original_exception=exc
+            )
+        except Exception as raised:  # it raises what it maps, and returns what it passes on
+            mapped = raised
+        return classify(self._litellm, mapped) or UpstreamError(Kind.SERVER)
 
     def _kwargs(
         self, dep: Deployment, body: dict[str, Any], stream: bool, allowed: frozenset[str]
@@ -235,6 +294,9 @@ class TranslatedBackend:
             raise mapped from None
 
     async def chat(self, dep: Deployment, body: dict[str, Any]) -> tuple[bytes, Usage | None]:
+        fast = await self._fast_path(dep)
+        if fast is not None:
+            return await fast.chat({k: v for k, v in body.items() if k in CHAT_PARAMS})
         kwargs = self._kwargs(dep, body, False, CHAT_PARAMS)
         kwargs.pop("stream", None)
         kwargs.pop("stream_options", None)
@@ -243,7 +305,11 @@ class TranslatedBackend:
 
     async def open_stream(
         self, dep: Deployment, body: dict[str, Any], include_usage: bool
-    ) -> TranslatedStream:
+    ) -> TranslatedStream | FastStream:
+        fast = await self._fast_path(dep)
+        if fast is not None:
+            params = {k: v for k, v in body.items() if k in CHAT_PARAMS}
+            return await fast.open_stream(params, include_usage)
         kwargs = self._kwargs(dep, body, True, CHAT_PARAMS)
         options = body.get("stream_options") or {}
         kwargs.update(stream=True, stream_options={**options, "include_usage": True})
