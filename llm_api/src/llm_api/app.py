@@ -369,7 +369,7 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
             # in a thread, so that readiness and the native path do not wait for it.
             from llm_api.backends.translated import TranslatedBackend
 
-            translated = backends["litellm"] = TranslatedBackend()
+            translated = backends["litellm"] = TranslatedBackend(session)
         secrets = config.secrets
         if settings.gateway_secret is not None:
             secrets.append(settings.gateway_secret.get_secret_value())
