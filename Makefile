@@ -18,11 +18,9 @@ setup:
 run:
 	llm-api
 
-## The whole test suite, as CI runs it.
+## The whole test suite, as CI runs it (two lanes; see scripts/test-all.sh).
 test: setup
-	rm -rf $(RESULTS) && mkdir -p $(RESULTS)
-	$(MAKE) --no-print-directory lint test-llm-api test-kongsim test-collection test-molecule
-	scripts/test-summary.py $(RESULTS)
+	RESULTS=$(RESULTS) scripts/test-all.sh
 
 lint:
 	ruff check .

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Builds the Debian 12 image with systemd as PID 1 that the Molecule scenarios start.
 # No registry is needed: the root filesystem comes from debootstrap against the host's own
-# Debian mirror. Rebuilt only when this script changes (the image carries its hash as a label).
+# Debian mirror. Molecule reaches the containers over SSH, as an inventory reaches real hosts
+# (a `podman exec` per command costs seconds per task): root logs in with a key made here, in
+# build/ssh/, for test containers only. Rebuilt only when this script or that key changes (the
+# image carries their hash as a label).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE=${AI_GATEWAY_IMAGE:-localhost/ai-gateway-debian:12}
-recipe=$(sha256sum "$0" | cut -c1-16)
+KEY=build/ssh/id_ed25519
+if [ ! -f "$KEY" ]; then
+  mkdir -p "$(dirname "$KEY")"
+  ssh-keygen -q -t ed25519 -N "" -C ai-gateway-molecule -f "$KEY"
+fi
+recipe=$(cat "$0" "$KEY.pub" | sha256sum | cut -c1-16)
 current=$(podman image inspect --format '{{ index .Labels "ai-gateway.recipe" }}' "$IMAGE" 2>/dev/null || true)
 if [ "$current" = "$recipe" ]; then
   exit 0
@@ -22,7 +30,7 @@ rootfs=$(mktemp -d)
 trap 'rm -rf "$rootfs"' EXIT
 echo "build-image: debootstrap bookworm from the host's mirror (about a minute)"
 debootstrap --variant=minbase \
-  --include=python3,python3-apt,systemd,systemd-sysv,dbus,ca-certificates,iproute2,procps,sudo,curl \
+  --include=python3,python3-apt,systemd,systemd-sysv,dbus,ca-certificates,iproute2,procps,sudo,curl,openssh-server \
   bookworm "$rootfs" "$mirror" >/dev/null
 
 # The same apt sources as the host, so that apt works inside the containers.
@@ -35,6 +43,8 @@ chroot "$rootfs" update-ca-certificates >/dev/null 2>&1 || true
 for unit in systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do
   chroot "$rootfs" systemctl mask "$unit" >/dev/null 2>&1 || true
 done
+install -d -m 0700 "$rootfs/root/.ssh"
+install -m 0600 "$KEY.pub" "$rootfs/root/.ssh/authorized_keys"
 chroot "$rootfs" apt-get clean
 rm -rf "$rootfs"/var/lib/apt/lists/*
 

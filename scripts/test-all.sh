@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `make test`: every suite, as CI runs it, in two lanes on the two cores. Molecule is mostly
+# waiting on its containers, so the role scenarios run beside the lint and unit/integration
+# suites; the two end-to-end scenarios then run side by side, once all of those have passed.
+# Ends with one summary line over every suite's report (build/test-results).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export RESULTS=${RESULTS:-$PWD/build/test-results}
+rm -rf "$RESULTS" && mkdir -p "$RESULTS"
+start=$(date +%s)
+
+run() {
+  scripts/build-artifacts.sh &&
+    scripts/lanes.sh \
+      "units=make --no-print-directory lint test-llm-api test-kongsim test-collection" \
+      "roles=scripts/test-molecule.sh kong llm_api kong_gateway" &&
+    scripts/lanes.sh \
+      "default=scripts/test-molecule.sh default" \
+      "dbless=scripts/test-molecule.sh dbless"
+}
+
+run
+rc=$?
+echo "=== make test: $(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start) % 60 )) s"
+scripts/test-summary.py "$RESULTS" || rc=1
+exit "$rc"
