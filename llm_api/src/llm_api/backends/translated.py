@@ -33,7 +33,6 @@ import aiohttp
 import orjson
 
 from llm_api.backends import DONE, Usage
-from llm_api.backends.native import close_session
 from llm_api.backends.transform import FAST_PROVIDERS, FastPath, FastStream
 from llm_api.config import Deployment
 from llm_api.errors import Kind, UpstreamError, classify_status
@@ -210,15 +209,14 @@ class TranslatedBackend:
     """The fast path or LiteLLM's acompletion/aembedding; LiteLLM is imported in a thread at start.
 
     The service is ready (and the native path serves) while the import runs; a translated
-    request made in those first seconds waits for it. The fast path uses `session` (the app's
-    shared one), or a session of its own made on first use and closed by `aclose`.
+    request made in those first seconds waits for it. The fast path posts on `session`, the app's
+    shared one (the app closes it).
     """
 
-    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, session: aiohttp.ClientSession) -> None:
         self._import: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(import_litellm))
         self._litellm: Any = None
         self._session = session
-        self._own_session: aiohttp.ClientSession | None = None
         self._fast: dict[str, FastPath | None] = {}
 
     async def _lib(self) -> Any:
@@ -229,9 +227,6 @@ class TranslatedBackend:
     async def aclose(self) -> None:
         if not self._import.done():
             self._import.cancel()
-        if self._own_session is not None:
-            await close_session(self._own_session)
-            self._own_session = None
 
     async def _fast_path(self, dep: Deployment) -> FastPath | None:
         """The deployment's fast path, built on its first request; None: it uses acompletion."""
@@ -242,10 +237,6 @@ class TranslatedBackend:
         fast = None
         if uses_fast_path(dep):
             litellm = await self._lib()
-            if self._session is None:
-                self._own_session = self._session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300), trust_env=False
-                )
             fast = FastPath(dep, litellm, self._session, lambda exc: self._upstream_error(dep, exc))
         self._fast[dep.id] = fast
         return fast
