@@ -149,6 +149,18 @@ def write(path: Path, obj: Any) -> Path:
     return path
 
 
+def llm_api_target(
+    base_env: dict[str, str], config: Path, port: int
+) -> tuple[list[str], dict[str, str], str]:
+    """llm_api on CPU 1 with `config`: its command, environment and readiness URL."""
+    env = {"LLM_API_CONFIG": str(config), "LLM_API_PORT": str(port), "LLM_API_LOG_LEVEL": "info"}
+    return (
+        ["taskset", "-c", "1", str(ROOT / ".venv" / "bin" / "llm-api")],
+        base_env | env,
+        f"http://127.0.0.1:{port}/health/ready",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--proxy-venv", type=Path, required=True)
@@ -246,6 +258,7 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     try:
         wait_ready(f"{upstream}/health", provider)
+
         targets = {
             "provider": None,
             "proxy": (
@@ -273,26 +286,8 @@ def main() -> None:
                 },
                 f"http://127.0.0.1:{ports['proxy']}/health/liveliness",
             ),
-            "llm_api": (
-                ["taskset", "-c", "1", str(ROOT / ".venv" / "bin" / "llm-api")],
-                base_env
-                | {
-                    "LLM_API_CONFIG": str(api_cfg),
-                    "LLM_API_PORT": str(ports["llm_api"]),
-                    "LLM_API_LOG_LEVEL": "info",
-                },
-                f"http://127.0.0.1:{ports['llm_api']}/health/ready",
-            ),
-            "llm_api_native": (
-                ["taskset", "-c", "1", str(ROOT / ".venv" / "bin" / "llm-api")],
-                base_env
-                | {
-                    "LLM_API_CONFIG": str(native_cfg),
-                    "LLM_API_PORT": str(ports["llm_api_native"]),
-                    "LLM_API_LOG_LEVEL": "info",
-                },
-                f"http://127.0.0.1:{ports['llm_api_native']}/health/ready",
-            ),
+            "llm_api": llm_api_target(base_env, api_cfg, ports["llm_api"]),
+            "llm_api_native": llm_api_target(base_env, native_cfg, ports["llm_api_native"]),
         }
         for name, spec in targets.items():
             proc, ready = None, None
