@@ -36,10 +36,12 @@ for s in "${scenarios[@]}"; do
   fi
   start=$(date +%s)
   echo "=== molecule test -s $s"
-  if molecule test -s "$s"; then failure=""; else failure="<failure message=\"molecule test -s $s failed\"/>"; fi
+  if molecule test -s "$s"; then failed=0; else failed=1; fi
   secs=$(($(date +%s) - start))
-  echo "=== molecule scenario $s: ${failure:+failed}${failure:-ok} in ${secs}s"
+  failure=""
+  [ "$failed" -eq 0 ] || failure="<failure message=\"molecule test -s $s failed\"/>"
+  echo "=== molecule scenario $s: $([ "$failed" -eq 0 ] && echo ok || echo failed) in ${secs}s"
   printf '<testsuite name="molecule-%s" tests="1" failures="%s"><testcase classname="molecule" name="%s" time="%s">%s</testcase></testsuite>\n' \
-    "$s" "$([ -n "$failure" ] && echo 1 || echo 0)" "$s" "$secs" "$failure" >"$results/molecule-$s.xml"
-  [ -z "$failure" ] || exit 1
+    "$s" "$failed" "$s" "$secs" "$failure" >"$results/molecule-$s.xml"
+  [ "$failed" -eq 0 ] || exit 1
 done
