@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import time
 import uuid
@@ -32,6 +33,8 @@ from llm_api.observability import (
     RequestContext,
     quiet_libraries,
 )
+from llm_api.pricing import Prices
+from llm_api.quotas import Quotas
 from llm_api.router import Router
 from llm_api.settings import Settings
 from llm_api.validation import parse_json, validate_chat, validate_embeddings
@@ -62,6 +65,7 @@ class Gateway:
     config: Config
     router: Router
     created: int
+    quotas: Quotas
 
 
 class BodyTooLarge(ApiError):
@@ -148,6 +152,8 @@ def build_routes() -> APIRouter:
         model = ctx.model = validate_chat(body)
         if not gw.router.has_model(model):
             raise model_not_found(model)
+        if gw.quotas.enabled:
+            ctx.reservation, ctx.rate_headers = await gw.quotas.reserve(ctx.consumer, body, True)
         if body.get("stream"):
             ctx.stream = True
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -172,6 +178,8 @@ def build_routes() -> APIRouter:
         model = ctx.model = validate_embeddings(body)
         if not gw.router.has_model(model):
             raise model_not_found(model)
+        if gw.quotas.enabled:
+            ctx.reservation, ctx.rate_headers = await gw.quotas.reserve(ctx.consumer, body, False)
 
         async def embed(backend: Backend, dep: Any) -> tuple[bytes, Usage | None]:
             return await backend.embeddings(dep, body)
@@ -217,10 +225,21 @@ def _json(obj: object, status: int = 200) -> Response:
 class GatewayMiddleware:
     """Request id, gateway secret, body limit, then one log line and the metrics per request."""
 
-    def __init__(self, app: Any, settings: Settings, metrics: Metrics, fastapi: FastAPI) -> None:
+    def __init__(
+        self,
+        app: Any,
+        settings: Settings,
+        metrics: Metrics,
+        fastapi: FastAPI,
+        consumers: frozenset[str],
+        prices: Prices,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.fastapi = fastapi
+        self.consumers = consumers
+        self.prices = prices
+        self.metrics_allow = settings.metrics_allow
         self.max_body = settings.max_body_bytes
         self.access_log = settings.access_log
         secret = settings.gateway_secret
@@ -246,25 +265,38 @@ class GatewayMiddleware:
                 given_secret = value
         request_id = _request_id(kong_id)
         path = scope["path"]
-        consumer_id_s = _header_text(consumer_id)
+        # Kong's consumer headers are believed only on requests that carry the gateway secret
+        # (compared in constant time): anyone else could claim any consumer's identity.
+        trusted = (
+            self.secret is not None
+            and given_secret is not None
+            and hmac.compare_digest(given_secret, self.secret)
+        )
+        consumer_id_s = _header_text(consumer_id) if trusted else None
+        consumer = (_header_text(username) if trusted else None) or consumer_id_s or "anonymous"
         ctx = RequestContext(
             request_id=request_id,
-            consumer=_header_text(username) or consumer_id_s or "anonymous",
+            consumer=consumer,
             consumer_id=consumer_id_s,
             endpoint=path if path in ENDPOINTS else "other",
             start=start,
         )
+        # A bounded label: configured consumers by name, every other one as `other`.
+        if consumer in self.consumers or consumer == "anonymous":
+            ctx.consumer_label = consumer
+        else:
+            ctx.consumer_label = "other"
         scope.setdefault("state", {})["ctx"] = ctx
         rid_header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 ctx.status = message["status"]
-                message["headers"] = [*message.get("headers", ()), rid_header]
+                message["headers"] = [*message.get("headers", ()), rid_header, *ctx.rate_headers]
             await send(message)
 
         try:
-            err = self._reject(path, given_secret, length)
+            err = self._reject(path, trusted, length, scope.get("client"))
             if err is not None:
                 await self._send_error(err, ctx, send_with_id)
                 return
@@ -289,13 +321,13 @@ class GatewayMiddleware:
         finally:
             self._finish(ctx, path)
 
-    def _reject(self, path: str, given: bytes | None, length: bytes | None) -> ApiError | None:
+    def _reject(
+        self, path: str, trusted: bool, length: bytes | None, client: Any
+    ) -> ApiError | None:
         protected = path == "/v1" or path.startswith("/v1/")
-        if (
-            self.secret is not None
-            and protected
-            and (given is None or not hmac.compare_digest(given, self.secret))
-        ):
+        if path == "/metrics" and self.metrics_allow and not _allowed(client, self.metrics_allow):
+            return ApiError(403, "Forbidden.", "permission_error", "forbidden")
+        if self.secret is not None and protected and not trusted:
             return ApiError(
                 401,
                 "Missing or invalid gateway secret.",
@@ -324,10 +356,37 @@ class GatewayMiddleware:
         model = ctx.model
         if model is not None and (gw is None or not gw.router.has_model(model)):
             model = "unknown"  # a client's arbitrary model names must not become label values
+        served = ctx.status == 200
+        if served and (ctx.tokens_in is not None or ctx.tokens_out is not None):
+            ctx.cost = self.prices.cost(ctx.deployment, ctx.tokens_in or 0, ctx.tokens_out or 0)
         self.metrics.finish(ctx, model or "", latency)
+        if ctx.reservation is not None and gw is not None:
+            gw.quotas.settle(
+                ctx.reservation,
+                model or "",
+                served,
+                ctx.tokens_in,
+                ctx.tokens_out,
+                ctx.cost,
+            )
         if self.access_log and ctx.endpoint not in ("/health/live", "/health/ready", "/metrics"):
             level = logging.WARNING if ctx.status >= 500 else logging.INFO
             log.log(level, "request", extra={"fields": ctx.log_fields(latency)})
+
+
+def _allowed(
+    client: Any, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    """Whether the client address (ASGI `client`) is in one of `networks`."""
+    if not client:
+        return False
+    try:
+        address = ipaddress.ip_address(client[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in net for net in networks)
 
 
 def _header_text(value: bytes | None) -> str | None:
@@ -351,8 +410,13 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     Also the uvicorn factory (`llm_api.app:create_app`): then settings come from the environment.
     """
     settings = settings or Settings()
+    exposure = settings.exposure_error()
+    if exposure is not None:
+        raise RuntimeError(exposure)
     config = config or load_config(settings.config)
     metrics = Metrics()
+    quotas = Quotas(config, metrics.registry)
+    prices = Prices(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -377,11 +441,14 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         handlers = list(logging.getLogger().handlers)
         for handler in handlers:
             handler.addFilter(redactor)
-        app.state.gateway = Gateway(config, Router(config, backends, metrics), int(time.time()))
+        await quotas.start()
+        router = Router(config, backends, metrics)
+        app.state.gateway = Gateway(config, router, int(time.time()), quotas)
         try:
             yield
         finally:
             app.state.gateway = None
+            await quotas.stop()
             await session.close()
             if translated is not None:
                 await translated.aclose()
@@ -429,5 +496,12 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     app.add_exception_handler(UpstreamError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_middleware(GatewayMiddleware, settings=settings, metrics=metrics, fastapi=app)
+    app.add_middleware(
+        GatewayMiddleware,
+        settings=settings,
+        metrics=metrics,
+        fastapi=app,
+        consumers=frozenset(config.consumers),
+        prices=prices,
+    )
     return app

@@ -21,13 +21,30 @@ log = logging.getLogger("llm_api")
 KEEP_ALIVE_SECONDS = 65
 
 
-def main() -> None:
+def _settings() -> Settings:
     try:
-        settings = Settings()
+        return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
         name = "LLM_API_" + ".".join(str(p) for p in first["loc"]).upper()
         sys.stderr.write(f"llm-api: invalid setting {name}: {first['msg']}\n")
+        sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`llm-api` serves; `llm-api usage ...` prints the usage totals (see usage.py)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "usage":
+        from llm_api.usage import main as usage_main
+
+        sys.exit(usage_main(args[1:], _settings()))
+    if args:
+        sys.stderr.write("usage: llm-api [usage [--consumer C] [--day YYYY-MM-DD] [--json]]\n")
+        sys.exit(2)
+    settings = _settings()
+    exposure = settings.exposure_error()
+    if exposure is not None:
+        sys.stderr.write(f"llm-api: refusing to start: {exposure}\n")
         sys.exit(2)
     logging.config.dictConfig(logging_config(settings.log_level))
     try:

@@ -10,11 +10,11 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 ENV_PREFIX = "os.environ/"
 # Providers whose wire format is OpenAI's chat completions: served by the native fast path.
@@ -79,11 +79,63 @@ class RouterSettings(BaseModel):
     routing_strategy: Literal["simple-shuffle"] = "simple-shuffle"
 
 
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+
+
+class TokenLimits(BaseModel):
+    """Token budgets of one consumer: per UTC minute and per UTC day (unset = no limit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokens_per_minute: PositiveInt | None = None
+    tokens_per_day: PositiveInt | None = None
+
+
+class ConsumerQuota(TokenLimits):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class QuotasSection(BaseModel):
+    """`quotas`: token budgets per consumer, kept in Redis, and usage accounting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    redis_url: str = Field(min_length=1)
+    on_redis_error: Literal["allow", "deny"] = "allow"
+    default: TokenLimits = Field(default_factory=lambda: TokenLimits())
+    consumers: list[ConsumerQuota] = Field(default_factory=list)
+    default_max_tokens: PositiveInt = 4096
+    redis_timeout: float = Field(0.25, gt=0, le=10)
+    key_prefix: str = Field("llm_api", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    usage_retention_days: PositiveInt = 400
+
+
 class ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_list: list[ModelEntry] = Field(min_length=1)
     router_settings: RouterSettings = Field(default_factory=lambda: RouterSettings())
+    consumers: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list
+    )
+    quotas: QuotasSection | None = None
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    """The resolved `quotas` section (redis_url read from the environment when referenced)."""
+
+    redis_url: str = field(repr=False)
+    on_redis_error: Literal["allow", "deny"]
+    default: TokenLimits
+    consumers: dict[str, TokenLimits]
+    default_max_tokens: int
+    redis_timeout: float
+    key_prefix: str
+    usage_retention_days: int
+
+    def limits(self, consumer: str) -> TokenLimits:
+        return self.consumers.get(consumer, self.default)
 
 
 @dataclass(frozen=True)
@@ -103,6 +155,7 @@ class Deployment:
     max_retries: int
     mock_response: str | None
     extra_params: dict[str, Any] = field(default_factory=dict, repr=False)
+    model_info: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -110,6 +163,9 @@ class Config:
     deployments: tuple[Deployment, ...]
     router: RouterSettings
     source: str
+    consumers: tuple[str, ...] = ()
+    """Consumer names that get a `consumer` label value of their own (the rest: `other`)."""
+    quotas: QuotaConfig | None = None
 
     @property
     def model_names(self) -> list[str]:
@@ -122,7 +178,11 @@ class Config:
 
     @property
     def secrets(self) -> list[str]:
-        return [d.api_key for d in self.deployments if d.api_key]
+        out = [d.api_key for d in self.deployments if d.api_key]
+        if self.quotas is not None:
+            password = urlsplit(self.quotas.redis_url).password
+            out += [password] if password else []
+        return out
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -195,6 +255,7 @@ def parse_config(data: object, source: str, env: dict[str, str] | None = None) -
                 max_retries=rs.num_retries if p.max_retries is None else p.max_retries,
                 mock_response=p.mock_response,
                 extra_params=dict(p.model_extra or {}),
+                model_info=entry.model_info,
             )
         )
     names = {d.model_name for d in deployments}
@@ -206,7 +267,61 @@ def parse_config(data: object, source: str, env: dict[str, str] | None = None) -
                         raise ConfigError(
                             f"{source}: router_settings.{key}[{j}]: unknown model {name!r}"
                         )
-    return Config(deployments=tuple(deployments), router=rs, source=source)
+    quotas = _quotas(raw.quotas, source, env)
+    consumers = list(dict.fromkeys(raw.consumers))
+    if quotas is not None:
+        consumers += [c for c in quotas.consumers if c not in consumers]
+    return Config(
+        deployments=tuple(deployments),
+        router=rs,
+        source=source,
+        consumers=tuple(consumers),
+        quotas=quotas,
+    )
+
+
+def _quotas(raw: QuotasSection | None, source: str, env: dict[str, str]) -> QuotaConfig | None:
+    if raw is None:
+        return None
+    url = _resolve_secret(raw.redis_url, f"{source}: quotas.redis_url", env) or ""
+    # The URL holds the Redis password: errors name the field, never the value.
+    try:
+        parts = urlsplit(url)
+        has_host = bool(parts.hostname)
+    except ValueError:
+        raise ConfigError(f"{source}: quotas.redis_url: not a valid URL") from None
+    if parts.scheme in ("redis", "rediss"):
+        if not has_host:
+            raise ConfigError(f"{source}: quotas.redis_url: the URL has no host")
+    elif parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"{source}: quotas.redis_url: the unix:// URL has no socket path")
+    else:
+        raise ConfigError(
+            f"{source}: quotas.redis_url: must be a redis://, rediss:// or unix:// URL"
+        )
+    consumers: dict[str, TokenLimits] = {}
+    first: dict[str, int] = {}
+    for i, c in enumerate(raw.consumers):
+        if c.name in first:
+            raise ConfigError(
+                f"{source}: quotas.consumers[{i}].name: consumer {c.name!r} is listed twice "
+                f"(also quotas.consumers[{first[c.name]}])"
+            )
+        first[c.name] = i
+        consumers[c.name] = TokenLimits(
+            tokens_per_minute=c.tokens_per_minute, tokens_per_day=c.tokens_per_day
+        )
+    return QuotaConfig(
+        redis_url=url,
+        on_redis_error=raw.on_redis_error,
+        default=raw.default,
+        consumers=consumers,
+        default_max_tokens=raw.default_max_tokens,
+        redis_timeout=raw.redis_timeout,
+        key_prefix=raw.key_prefix,
+        usage_retention_days=raw.usage_retention_days,
+    )
 
 
 def load_config(path: Path | None, env: dict[str, str] | None = None) -> Config:

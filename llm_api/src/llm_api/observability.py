@@ -52,6 +52,12 @@ class RequestContext:
     upstream_seconds: float = 0.0
     tokens_in: int | None = None
     tokens_out: int | None = None
+    consumer_label: str = "anonymous"
+    """`consumer` as a metric label: a configured consumer, `anonymous` or `other`."""
+    cost: float | None = None
+    reservation: Any = None
+    """The request's token quota reservation (quotas.Reservation), settled at its end."""
+    rate_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     def log_fields(self, latency: float) -> dict[str, Any]:
         return {
@@ -71,6 +77,7 @@ class RequestContext:
             "upstream_latency_ms": round(self.upstream_seconds * 1000, 2),
             "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out,
+            "cost_usd": self.cost,
         }
 
 
@@ -118,6 +125,18 @@ class Metrics:
         self.fallbacks = Counter(
             "llm_api_fallbacks", "Fallbacks to another model group.", ["model"], registry=r
         )
+        self.cost = Counter(
+            "llm_api_cost_usd",
+            "Cost in USD of the answered requests (LiteLLM's cost map), where the price is known.",
+            ["model", "consumer"],
+            registry=r,
+        )
+        self.cost_unknown = Counter(
+            "llm_api_cost_unknown_requests",
+            "Answered requests whose cost is unknown (no price for the deployment's model).",
+            ["model", "consumer"],
+            registry=r,
+        )
         self._children: dict[tuple[str, str, int, str], tuple[Any, Any]] = {}
         self.cooldowns = Counter(
             "llm_api_deployment_cooldowns", "Deployments put in cooldown.", ["model"], registry=r
@@ -127,11 +146,12 @@ class Metrics:
         self.upstream_latency.labels(dep.model_name, dep.provider, outcome).observe(seconds)
 
     def finish(self, ctx: RequestContext, model_label: str, latency: float) -> None:
-        key = (ctx.endpoint, model_label, ctx.status, ctx.consumer)
+        consumer = ctx.consumer_label
+        key = (ctx.endpoint, model_label, ctx.status, consumer)
         children = self._children.get(key)
         if children is None:  # labels() costs a lock and a lookup; cache the children
             children = (
-                self.requests.labels(ctx.endpoint, model_label, str(ctx.status), ctx.consumer),
+                self.requests.labels(ctx.endpoint, model_label, str(ctx.status), consumer),
                 self.latency.labels(ctx.endpoint, model_label),
             )
             self._children[key] = children
@@ -140,9 +160,14 @@ class Metrics:
         if ctx.error_code:
             self.errors.labels(ctx.endpoint, model_label, ctx.error_code).inc()
         if ctx.tokens_in:
-            self.tokens.labels(model_label, ctx.consumer, "in").inc(ctx.tokens_in)
+            self.tokens.labels(model_label, consumer, "in").inc(ctx.tokens_in)
         if ctx.tokens_out:
-            self.tokens.labels(model_label, ctx.consumer, "out").inc(ctx.tokens_out)
+            self.tokens.labels(model_label, consumer, "out").inc(ctx.tokens_out)
+        if ctx.status == 200 and (ctx.tokens_in is not None or ctx.tokens_out is not None):
+            if ctx.cost is None:
+                self.cost_unknown.labels(model_label, consumer).inc()
+            else:
+                self.cost.labels(model_label, consumer).inc(ctx.cost)
 
 
 class JsonFormatter(logging.Formatter):
