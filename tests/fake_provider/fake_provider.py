@@ -8,8 +8,9 @@ the benchmark's upstream. A raw asyncio protocol with HTTP/1.1 keep-alive (uvloo
 
 Endpoints:
   POST /v1/chat/completions   OpenAI chat completions; "stream": true gives a role chunk,
-                              20 content chunks, a finish chunk, a usage chunk when
-                              stream_options.include_usage is set, then "data: [DONE]"
+                              20 content chunks (max_tokens, when lower), a finish chunk, a
+                              usage chunk when stream_options.include_usage is set, then
+                              "data: [DONE]"
   POST /v1/embeddings         OpenAI embeddings (8-dimensional, deterministic)
   GET  /v1/models             OpenAI model list
   POST /v1/messages           Anthropic messages, plain and as its SSE event stream
@@ -208,7 +209,7 @@ def openai_tool_stream(model: str, ptok: int, include_usage: bool, name: str) ->
     return events
 
 
-def openai_chat(model: str, ptok: int) -> bytes:
+def openai_chat(model: str, ptok: int, words: int = CHUNKS) -> bytes:
     return _json(
         {
             "id": "chatcmpl-fake",
@@ -218,20 +219,22 @@ def openai_chat(model: str, ptok: int) -> bytes:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": TEXT},
+                    "message": {"role": "assistant", "content": "".join(WORDS[:words])},
                     "finish_reason": "stop",
                 }
             ],
             "usage": {
                 "prompt_tokens": ptok,
-                "completion_tokens": CHUNKS,
-                "total_tokens": ptok + CHUNKS,
+                "completion_tokens": words,
+                "total_tokens": ptok + words,
             },
         }
     )
 
 
-def openai_stream(model: str, ptok: int, include_usage: bool, break_after: int | None) -> list:
+def openai_stream(
+    model: str, ptok: int, include_usage: bool, break_after: int | None, words: int = CHUNKS
+) -> list:
     """The SSE events of a chat completion stream; None in the list means "cut the connection"."""
     created = int(time.time())
     usage_field = {"usage": None} if include_usage else {}
@@ -251,14 +254,14 @@ def openai_stream(model: str, ptok: int, include_usage: bool, break_after: int |
         )
 
     events: list = [chunk({"role": "assistant", "content": ""})]
-    for i, word in enumerate(WORDS):
+    for i, word in enumerate(WORDS[:words]):
         if break_after is not None and i == break_after:
             events.append(None)
             return events
         events.append(chunk({"content": word}))
     events.append(chunk({}, "stop"))
     if include_usage:
-        usage = {"prompt_tokens": ptok, "completion_tokens": CHUNKS, "total_tokens": ptok + CHUNKS}
+        usage = {"prompt_tokens": ptok, "completion_tokens": words, "total_tokens": ptok + words}
         body = {
             "id": "chatcmpl-fake",
             "object": "chat.completion.chunk",
@@ -583,11 +586,14 @@ class HttpProtocol(asyncio.Protocol):
             if payload.get("stream"):
                 return 200, anthropic_stream(model, ptok, break_after), "text/event-stream"
             return 200, anthropic_message(model, ptok)
+        # OpenAI answers honour max_tokens (one word, one token): at most CHUNKS words.
+        cap = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        words = min(CHUNKS, cap) if isinstance(cap, int) and cap > 0 else CHUNKS
         if payload.get("stream"):
             opts = payload.get("stream_options") or {}
             usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
-            return 200, openai_stream(model, ptok, usage, break_after), "text/event-stream"
-        return 200, openai_chat(model, ptok)
+            return 200, openai_stream(model, ptok, usage, break_after, words), "text/event-stream"
+        return 200, openai_chat(model, ptok, words)
 
     def control(self, method: str, path: str, body: bytes) -> tuple:
         st = self.state

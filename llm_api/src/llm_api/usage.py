@@ -44,7 +44,8 @@ async def collect(cfg: QuotaConfig, day: str, consumer: str | None) -> list[dict
             name = unquote(key[len(cfg.key_prefix) + len(":usage:{") : -len(f"}}:{day}")])
             if consumer is not None and name != consumer:
                 continue
-            for field, value in (await client.hgetall(key)).items():
+            found: dict[str, str] = await client.hgetall(key)  # type: ignore[assignment]
+            for field, value in found.items():
                 model, _, what = field.rpartition("\t")
                 row = rows.setdefault(
                     (name, model),
