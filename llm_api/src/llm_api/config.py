@@ -105,7 +105,7 @@ class QuotasSection(BaseModel):
     default: TokenLimits = Field(default_factory=lambda: TokenLimits())
     consumers: list[ConsumerQuota] = Field(default_factory=list)
     default_max_tokens: PositiveInt = 4096
-    redis_timeout: float = Field(0.25, gt=0, le=10)
+    redis_timeout: float = Field(0.5, gt=0, le=10)
     key_prefix: str = Field("llm_api", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     usage_retention_days: PositiveInt = 400
 
