@@ -218,11 +218,31 @@ async def test_every_response_has_a_request_id(demo_gateway: Gateway) -> None:
     assert all(len(i) == 32 for i in ids)
 
 
-async def test_consumer_identity_in_logs_and_metrics(demo_gateway: Gateway, logs: LogLines) -> None:
+async def test_consumer_identity_in_logs_and_metrics(logs: LogLines) -> None:
+    # Kong's consumer headers count only with the gateway secret (test_security.py), and only
+    # configured consumers get a label of their own.
+    config = {
+        "model_list": [
+            {
+                "model_name": DEMO,
+                "litellm_params": {"model": "openai/demo", "mock_response": "Hello from the demo"},
+            }
+        ],
+        "consumers": ["alice"],
+    }
+    async with serve(config, gateway_secret=GATEWAY_SECRET) as gw:
+        await _consumer_identity(gw, logs)
+
+
+async def _consumer_identity(demo_gateway: Gateway, logs: LogLines) -> None:
     resp = await demo_gateway.client.post(
         "/v1/chat/completions",
         json={"model": DEMO, "messages": [{"role": "user", "content": "one two three"}]},
-        headers={"X-Consumer-Username": "alice", "X-Consumer-ID": "c-123"},
+        headers={
+            "X-Consumer-Username": "alice",
+            "X-Consumer-ID": "c-123",
+            "X-Gateway-Secret": GATEWAY_SECRET,
+        },
     )
     line = await logs.for_request(resp.headers["x-request-id"])
     assert line["consumer"] == "alice"
