@@ -123,6 +123,8 @@ class SSEResponse(Response):
         try:
             async for data in self._stream:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
+                if self._ctx.first_chunk is None:
+                    self._ctx.first_chunk = time.perf_counter()
         except UpstreamError as exc:
             err = exc.to_api_error()
             self._ctx.error_code = err.code

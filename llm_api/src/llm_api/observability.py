@@ -58,6 +58,8 @@ class RequestContext:
     reservation: Any = None
     """The request's token quota reservation (quotas.Reservation), settled at its end."""
     rate_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    first_chunk: float | None = None
+    """Streams: perf_counter() when the first chunk went to the client."""
 
     def log_fields(self, latency: float) -> dict[str, Any]:
         return {
@@ -125,6 +127,13 @@ class Metrics:
         self.fallbacks = Counter(
             "llm_api_fallbacks", "Fallbacks to another model group.", ["model"], registry=r
         )
+        self.ttft = Histogram(
+            "llm_api_time_to_first_token_seconds",
+            "Streams: time from the request to the first content chunk sent to the client.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.cost = Counter(
             "llm_api_cost_usd",
             "Cost in USD of the answered requests (LiteLLM's cost map), where the price is known.",
@@ -157,6 +166,8 @@ class Metrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(latency)
+        if ctx.first_chunk is not None:
+            self.ttft.labels(model_label).observe(ctx.first_chunk - ctx.start)
         if ctx.error_code:
             self.errors.labels(ctx.endpoint, model_label, ctx.error_code).inc()
         if ctx.tokens_in:
