@@ -113,9 +113,11 @@ def wrk(
     auth: str = "",
     xkey: str = "",
     pid: int | None = None,
+    headers: str = "",
 ) -> dict[str, Any]:
     """One wrk run; with `pid`, also the server's CPU time per request (robust to a busy host)."""
     env = {**os.environ, "WRK_BODY_FILE": str(body), "WRK_AUTH": auth, "WRK_X_API_KEY": xkey}
+    env["WRK_HEADERS"] = headers
     cmd = [
         "taskset",
         "-c",
@@ -166,6 +168,9 @@ def main() -> None:
     parser.add_argument("--proxy-venv", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument(
+        "--only-quotas", action="store_true", help="only the quotas-on vs quotas-off comparison"
+    )
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -289,6 +294,8 @@ def main() -> None:
             "llm_api": llm_api_target(base_env, api_cfg, ports["llm_api"]),
             "llm_api_native": llm_api_target(base_env, native_cfg, ports["llm_api_native"]),
         }
+        if args.only_quotas:
+            targets = {}
         for name, spec in targets.items():
             proc, ready = None, None
             if spec is not None:
@@ -326,12 +333,99 @@ def main() -> None:
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
+        quotas = quota_overhead(out, base_env, deployments[:1], args.duration, procs)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    write(out / "results.json", results)
-    report(results)
+    if not args.only_quotas:
+        write(out / "results.json", results)
+        report(results)
+    write(out / "quotas.json", quotas)
+    quota_report(quotas)
+
+
+def quota_overhead(
+    out: Path,
+    base_env: dict[str, str],
+    deployments: list[dict[str, Any]],
+    duration: int,
+    procs: list[subprocess.Popen[bytes]],
+) -> list[dict[str, Any]]:
+    """llm_api (OpenAI-compatible deployment only) with and without token quotas, one consumer
+    whose limit is never reached, Redis on loopback: every request reserves and settles.
+    Plain requests at c=1 (added p50) and c=10 (throughput), the two targets interleaved, two
+    rounds."""
+    redis_port = free_port()
+    redis_args = ["--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""]
+    redis_args += ["--appendonly", "no", "--loglevel", "warning"]
+    redis = subprocess.Popen(
+        ["taskset", "-c", "0", "redis-server", *redis_args], stdout=subprocess.DEVNULL
+    )
+    procs.append(redis)
+    secret = secrets.token_hex(16)
+    off = {"model_list": deployments, "router_settings": {"num_retries": 0, "timeout": 60}}
+    on = off | {
+        "quotas": {
+            "redis_url": f"redis://127.0.0.1:{redis_port}/0",
+            "consumers": [{"name": "bench", "tokens_per_minute": 10**12, "tokens_per_day": 10**15}],
+        }
+    }
+    env = base_env | {"LLM_API_GATEWAY_SECRET": secret, "LLM_API_ACCESS_LOG": "false"}
+    servers = {}
+    for name, cfg in (("quotas_off", off), ("quotas_on", on)):
+        port = free_port()
+        cmd, senv, ready_url = llm_api_target(env, write(out / f"{name}.yaml", cfg), port)
+        log = (out / f"{name}.log").open("wb")
+        proc = subprocess.Popen(cmd, env=senv, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        wait_ready(ready_url, proc)
+        servers[name] = (proc, f"http://127.0.0.1:{port}/v1/chat/completions")
+    body = write(
+        out / "body-quotas.json",
+        {"model": "bench-openai", "messages": MESSAGES, "max_tokens": 100},
+    )
+    headers = f"X-Gateway-Secret: {secret}\nX-Consumer-Username: bench"
+    results = []
+    for _, url in servers.values():
+        wrk(url, body, 10, 2, headers=headers)  # warm-up (and Redis's script cache)
+    for rnd in (1, 2):
+        for conc in (1, 10):
+            for name, (proc, url) in servers.items():
+                r = wrk(url, body, conc, duration, pid=proc.pid, headers=headers)
+                r |= {"target": name, "conc": conc, "round": rnd}
+                results.append(r)
+                print(json.dumps(r), flush=True)
+    for proc, _ in servers.values():
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    redis.terminate()
+    redis.wait(10)
+    return results
+
+
+def quota_report(results: list[dict[str, Any]]) -> None:
+    def mean(target: str, conc: int, key: str) -> float:
+        vals = [r[key] for r in results if r["target"] == target and r["conc"] == conc]
+        return sum(vals) / len(vals)
+
+    print("\n| target | c | rps | p50 ms | p99 ms | errors | CPU ms/req |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        cpu = r["cpu_ms_per_req"]
+        print(
+            f"| {r['target']} (round {r['round']}) | {r['conc']} | {r['rps']:.0f} | "
+            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
+            f"{'' if cpu is None else f'{cpu:.3f}'} |"
+        )
+    added = mean("quotas_on", 1, "p50_ms") - mean("quotas_off", 1, "p50_ms")
+    ratio = mean("quotas_on", 10, "rps") / mean("quotas_off", 10, "rps")
+    cpu = mean("quotas_on", 10, "cpu_ms_per_req") - mean("quotas_off", 10, "cpu_ms_per_req")
+    print(
+        f"\nquotas on vs off (mean of 2 rounds): p50 added at c=1 {added:+.2f} ms "
+        f"(target <= 0.3 ms); throughput at c=10 {ratio:.2f}x (target >= 0.7); "
+        f"CPU per request {cpu:+.3f} ms"
+    )
 
 
 def report(results: list[dict[str, Any]]) -> None:

@@ -15,6 +15,17 @@ if xkey and xkey ~= "" then
   wrk.headers["anthropic-version"] = "2023-06-01"
 end
 
+-- More headers, one "Name: value" a line (the quota comparison's gateway secret and consumer).
+local extra = os.getenv("WRK_HEADERS")
+if extra and extra ~= "" then
+  for line in extra:gmatch("[^\n]+") do
+    local name, value = line:match("^([^:]+):%s*(.*)$")
+    if name then
+      wrk.headers[name] = value
+    end
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
