@@ -192,3 +192,16 @@ def test_secrets_come_from_the_environment(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
     for secret in (PROVIDER_KEY, GATEWAY_SECRET, "redis-pw-4242"):
         assert secret not in err
+
+
+async def test_time_to_first_token_is_measured_for_streams() -> None:
+    async with serve(CONFIG) as gw:
+        resp = await gw.chat(DEMO, stream=True)
+        assert resp.status_code == 200
+        plain = await gw.chat(DEMO)
+        assert plain.status_code == 200
+        text = await gw.metrics()
+    line = next(
+        x for x in text.splitlines() if x.startswith("llm_api_time_to_first_token_seconds_count")
+    )
+    assert line.endswith(" 1.0")  # the stream only
