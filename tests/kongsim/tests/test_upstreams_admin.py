@@ -5,6 +5,7 @@ node (writes) and a DB-less node (declarative ``upstreams:`` with nested ``targe
 from __future__ import annotations
 
 import pytest
+from kongsim.testing import http
 
 NOT_FOUND = {"message": "Not found"}
 HEALTHCHECKS_DEFAULT = {
@@ -344,3 +345,17 @@ def test_upstreams_listed_and_tagged(admin, uid):
     assert names == [f"t-{uid}"]
     tags = admin.get(f"/tags/tag-{uid}").json()["data"]
     assert [t["entity_name"] for t in tags] == ["upstreams"]
+
+
+def test_dbless_status_listener_serves_upstream_reads(dbless_admin, pg_admin, uid):
+    dbless_admin.seed({"upstreams": [{"name": f"s-{uid}", "targets": [{"target": "10.0.0.1:80"}]}]})
+    status = dbless_admin.node.status_url
+    targets = http("GET", f"{status}/upstreams/s-{uid}/targets").json()["data"]
+    assert [t["target"] for t in targets] == ["10.0.0.1:80"]
+    assert len(http("GET", f"{status}/upstreams/s-{uid}/targets/all").json()["data"]) == 1
+    health = http("GET", f"{status}/upstreams/s-{uid}/health").json()
+    assert health["data"][0]["health"] == "HEALTHCHECKS_OFF"
+    assert http("GET", f"{status}/upstreams/nope-{uid}/health").status == 404
+    # a node with a database serves them on the Admin API only
+    pg_admin.post("/upstreams", json={"name": f"s-{uid}"})
+    assert http("GET", f"{pg_admin.node.status_url}/upstreams/s-{uid}/targets").status == 404

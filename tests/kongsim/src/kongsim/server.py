@@ -96,7 +96,7 @@ class Node:
             self._event_id = await self.store.last_event_id()
         await self.refresh(force=True)
         await self._listen("admin_listeners", AdminAPI(self).app())
-        await self._listen("status_listeners", self.status_app())
+        await self._listen("status_listeners", self._upstream_status_routes(self.status_app()))
         if conf.get("proxy_listeners"):
             from kongsim.proxy import create_proxy_app
 
@@ -319,6 +319,29 @@ class Node:
         )
 
     # --- status listener --------------------------------------------------------------------
+
+    def _upstream_status_routes(self, app: web.Application) -> web.Application:
+        """DB-less only: the status listener also answers the upstream routes' GETs
+        (``/upstreams/{u}/health``, ``/targets``, ``/targets/all``; kong/status/init.lua)."""
+        if not self.dbless:
+            return app
+        from kongsim import admin_upstreams
+
+        admin = AdminAPI(self)
+
+        async def upstream_get(request: web.Request) -> web.Response:
+            segments = [s for s in request.path.split("/") if s]
+            if segments[2:] not in (["health"], ["targets"], ["targets", "all"]):
+                return json_response(404, {"message": "Not found"})
+            try:
+                response = await admin_upstreams.dispatch(admin, request, segments)
+            except HTTPError as exc:
+                return json_response(exc.status, exc.body, exc.headers)
+            assert isinstance(response, web.Response)
+            return response
+
+        app.router.add_get("/upstreams/{tail:.+}", upstream_get)
+        return app
 
     def status_app(self) -> web.Application:
         admin = AdminAPI(self)
