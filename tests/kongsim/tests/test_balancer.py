@@ -283,6 +283,22 @@ def test_passive_http_failures_and_threshold(admin, uid, backends):
     assert (balancer["health"], balancer["balancer_health"]) == ("UNHEALTHY", "UNHEALTHY")
 
 
+def test_passive_failures_of_a_healthy_target_add_up_across_successes(admin, uid, backends):
+    """healthcheck.lua incr_counter: successes are not counted while a target is healthy, so
+    they do not clear its failures."""
+    a = backends("a")
+    checks = {"passive": {"healthy": {"successes": 1}, "unhealthy": {"http_failures": 2}}}
+    url = seed(admin, uid, {"healthchecks": checks, "targets": [{"target": a.target}]})
+    for status in (500, 200, 200):
+        a.status = status
+        assert http("GET", url).status == status
+    assert health(admin, uid) == {a.target: "HEALTHY"}
+    a.status = 500
+    assert http("GET", url).status == 500
+    assert health(admin, uid) == {a.target: "UNHEALTHY"}
+    assert http("GET", url).status == 503
+
+
 def test_threshold_makes_the_balancer_unhealthy(admin, uid, backends):
     a, b = backends("a"), backends("b")
     checks = {"threshold": 60, **PASSIVE_TCP}

@@ -97,7 +97,6 @@ class Balancer:
         random.shuffle(wheel)
         self.wheel = wheel
         self.pointer = random.randrange(len(wheel)) if wheel else 0
-        self.counters: dict[int, Counters] = {id(a): Counters() for a in self.addresses}
         self._task: asyncio.Task[None] | None = None
 
     # --- picking peers ------------------------------------------------------------------
@@ -145,31 +144,37 @@ class Balancer:
     def report(self, address: Address, kind: str, mode: str = "passive") -> None:
         """Count one outcome (``successes``, ``tcp_failures``, ``timeouts``,
         ``http_failures``) for ``address``; a counter reaching its limit flips the address.
-        A limit of 0 disables that counter (healthcheck.lua incr_counter)."""
+
+        As healthcheck.lua incr_counter does: a limit of 0 disables that counter; successes
+        are not counted for a healthy address nor failures for an unhealthy one; a counter
+        going from 0 to 1 clears the opposite side's counters (so failures of a healthy
+        address add up until it flips, whatever successes come in between)."""
         if not self.checks_on or address.weight == 0:
             return
         limit = self._limit(mode, kind)
         if limit == 0:
             return
-        counters = self.counters.setdefault(id(address), Counters())
-        if kind == "successes":
-            counters.tcp_failures = counters.timeouts = counters.http_failures = 0
-        else:
-            counters.successes = 0
+        healthy = kind == "successes"
+        if address.available == healthy:
+            return
+        counters = self.owner.counters(self, address)
         value = getattr(counters, kind) + 1
         setattr(counters, kind, value)
+        if value == 1:
+            if healthy:
+                counters.tcp_failures = counters.timeouts = counters.http_failures = 0
+            else:
+                counters.successes = 0
         if value >= limit:
-            healthy = kind == "successes"
-            if address.available != healthy:
-                self.owner.set_status(self, address, healthy)
-                log.warning(
-                    "[healthchecks] %s target %s:%s (%s) is %s",
-                    mode,
-                    address.ip,
-                    address.port,
-                    address.target.name,
-                    "healthy" if healthy else "unhealthy",
-                )
+            self.owner.set_status(self, address, healthy)
+            log.warning(
+                "[healthchecks] %s target %s:%s (%s) is %s",
+                mode,
+                address.ip,
+                address.port,
+                address.target.name,
+                "healthy" if healthy else "unhealthy",
+            )
 
     def report_status(self, address: Address, status: int, mode: str = "passive") -> None:
         """A response status: the configured lists decide success or HTTP failure; 504 is a
@@ -182,9 +187,6 @@ class Balancer:
             self.report(address, "successes", mode)
         elif status in ((section.get("unhealthy") or {}).get("http_statuses") or []) or not status:
             self.report(address, "http_failures", mode)
-
-    def reset_counters(self, address: Address) -> None:
-        self.counters[id(address)] = Counters()
 
     # --- active checks ------------------------------------------------------------------
 
@@ -289,7 +291,9 @@ class Balancers:
 
     def __init__(self, on_manual: Callable[[dict[str, Any]], Any] | None = None):
         self.by_name: dict[str, Balancer] = {}
+        # Status and counters outlive balancers, as in Kong's kong_healthchecks shm.
         self._status: dict[StatusKey, bool] = {}
+        self._counters: dict[StatusKey, Counters] = {}
         self._fingerprint: str | None = None
         self.on_manual = on_manual
 
@@ -324,6 +328,7 @@ class Balancers:
         for old in self.by_name.values():
             old.stop()
         self._status = {k: v for k, v in self._status.items() if k in keep}
+        self._counters = {k: v for k, v in self._counters.items() if k in keep}
         self.by_name = new
         for balancer in new.values():
             balancer.start()
@@ -355,10 +360,15 @@ class Balancers:
     def _key(balancer: Balancer, address: Address) -> StatusKey:
         return (balancer.name, address.ip, address.port, address.target.name)
 
+    def counters(self, balancer: Balancer, address: Address) -> Counters:
+        return self._counters.setdefault(self._key(balancer, address), Counters())
+
     def set_status(self, balancer: Balancer, address: Address, healthy: bool) -> None:
+        """A new status clears the address's counters (healthcheck.lua set_target_status)."""
         address.available = healthy
-        balancer.reset_counters(address)
-        self._status[self._key(balancer, address)] = healthy
+        key = self._key(balancer, address)
+        self._counters[key] = Counters()
+        self._status[key] = healthy
 
     def post_health(
         self, upstream: str, target: str, address: str | None, healthy: bool

@@ -121,11 +121,11 @@ class Node:
             log.info("%s listening on %s:%s", key, host, entry["port"])
 
     async def stop(self) -> None:
-        self.balancers.stop()
         for task in self._tasks:
             task.cancel()
         for runner in reversed(self._runners):
             await runner.cleanup()
+        self.balancers.stop()
         await self.store.close()
         for fh in self._access_logs.values():
             fh.close()
