@@ -168,6 +168,17 @@ def test_host_header_is_the_target_or_host_header(admin, uid, backends):
     assert a.requests[-1]["host"] == f"lb.test:{a.port}"
 
 
+def test_name_target_resolves_to_a_records_and_sends_its_name(admin, uid, backends):
+    a = backends("a")
+    url = seed(admin, uid, {"targets": [{"target": f"localhost:{a.port}"}]})
+    assert bodies(url, 2) == ["a", "a"]
+    assert a.requests[-1]["host"] == f"localhost:{a.port}"
+    item = admin.get(f"/upstreams/up-{uid}/health").json()["data"][0]
+    assert item["data"]["host"] == "localhost"
+    assert item["data"]["dns"] == "A"
+    assert [x["ip"] for x in item["data"]["addresses"]] == ["127.0.0.1"]
+
+
 def test_connect_errors_are_retried_on_the_next_target(admin, uid, backends):
     a = backends("a")
     url = seed(admin, uid, {"targets": [{"target": dead_target()}, {"target": a.target}]})

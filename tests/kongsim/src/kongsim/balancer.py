@@ -25,7 +25,6 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +36,9 @@ HEALTHY, UNHEALTHY = "HEALTHY", "UNHEALTHY"
 HEALTHCHECKS_OFF, DNS_ERROR = "HEALTHCHECKS_OFF", "DNS_ERROR"
 # Active probes are due-checked on this period (healthcheck.lua's 0.1 s checker timer).
 CHECK_PERIOD = 0.1
+# A name that did not resolve is asked again after this many seconds (balancers.lua
+# REQUERY_INTERVAL).
+REQUERY_INTERVAL = 30.0
 # (upstream name, ip, port, target hostname): the key lua-resty-healthcheck stores status by.
 StatusKey = tuple[str, str, int, str]
 
@@ -289,24 +291,40 @@ class Balancers:
     """All balancers of one node, by upstream name (what a Service's ``host`` is compared
     with). ``by_name`` is replaced whole on each rebuild so the proxy reads it lock-free."""
 
-    def __init__(self, on_manual: Callable[[dict[str, Any]], Any] | None = None):
+    def __init__(self) -> None:
         self.by_name: dict[str, Balancer] = {}
         # Status and counters outlive balancers, as in Kong's kong_healthchecks shm.
         self._status: dict[StatusKey, bool] = {}
         self._counters: dict[StatusKey, Counters] = {}
         self._fingerprint: str | None = None
-        self.on_manual = on_manual
+        self._last: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+        self._requery: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
 
     def get(self, name: str) -> Balancer | None:
         return self.by_name.get(name)
 
-    async def rebuild(self, upstreams: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
+    async def rebuild(
+        self,
+        upstreams: list[dict[str, Any]],
+        targets: list[dict[str, Any]],
+        *,
+        force: bool = False,
+    ) -> None:
         """New balancers after any upstream or target change (runloop reconfigure); the
-        stored address status carries over for addresses that remain."""
+        stored address status carries over for addresses that remain. A name target that
+        does not resolve is retried every REQUERY_INTERVAL seconds."""
+        async with self._lock:  # one rebuild at a time: name lookups await
+            await self._rebuild(upstreams, targets, force)
+
+    async def _rebuild(
+        self, upstreams: list[dict[str, Any]], targets: list[dict[str, Any]], force: bool
+    ) -> None:
         fingerprint = json.dumps([upstreams, targets], sort_keys=True, default=str)
-        if fingerprint == self._fingerprint:
+        if fingerprint == self._fingerprint and not force:
             return
         self._fingerprint = fingerprint
+        self._last = (upstreams, targets)
         by_upstream: dict[str, list[dict[str, Any]]] = {}
         for target in targets:
             by_upstream.setdefault((target.get("upstream") or {}).get("id"), []).append(target)
@@ -332,6 +350,14 @@ class Balancers:
         self.by_name = new
         for balancer in new.values():
             balancer.start()
+        unresolved = any(not t.addresses for b in new.values() for t in b.targets)
+        if unresolved and (self._requery is None or self._requery.done()):
+            self._requery = asyncio.ensure_future(self._requery_later())
+
+    async def _requery_later(self) -> None:
+        await asyncio.sleep(REQUERY_INTERVAL)
+        self._requery = None
+        await self.rebuild(*self._last, force=True)
 
     @staticmethod
     async def _resolve(entity: dict[str, Any]) -> Target:
@@ -342,18 +368,18 @@ class Balancers:
             target.dns = "A" if kind == "ipv4" else "AAAA"
             target.addresses = [Address(host, port, weight, target)]
             return target
+        # Kong's default dns_order (LAST,SRV,A,CNAME) asks for A records only; each address
+        # of a name gets the target's whole weight (balancers.lua addAddress).
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = await loop.getaddrinfo(
+                host, port, family=socket.AF_INET, type=socket.SOCK_STREAM
+            )
         except OSError as exc:
             target.dns = f"dns server error: {exc}"
             return target
-        seen: list[tuple[str, int]] = []
-        for family, *_, sockaddr in infos:
-            if (sockaddr[0], family) not in seen:
-                seen.append((sockaddr[0], family))
-        target.dns = "A" if any(f == socket.AF_INET for _, f in seen) else "AAAA"
-        target.addresses = [Address(ip, port, weight, target) for ip, _ in seen]
+        ips = list(dict.fromkeys(sockaddr[0] for *_, sockaddr in infos))
+        target.addresses = [Address(ip, port, weight, target) for ip in ips]
         return target
 
     @staticmethod
@@ -398,6 +424,8 @@ class Balancers:
         return None
 
     def stop(self) -> None:
+        if self._requery is not None:
+            self._requery.cancel()
         for balancer in self.by_name.values():
             balancer.stop()
 
