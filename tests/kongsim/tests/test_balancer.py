@@ -243,6 +243,14 @@ def test_health_endpoint_without_checks(admin, uid, backends):
     assert sorted(health(admin, uid).values()) == ["HEALTHCHECKS_OFF", "HEALTHCHECKS_OFF"]
     balancer = admin.get(f"/upstreams/up-{uid}/health?balancer_health=1").json()["data"]
     assert (balancer["health"], balancer["balancer_health"]) == ("HEALTHCHECKS_OFF", "HEALTHY")
+    assert balancer["id"] == admin.get(f"/upstreams/up-{uid}").json()["id"]
+    details = balancer["details"]
+    assert details["healthy"] is True
+    assert details["weight"] == {"total": 100, "available": 100, "unavailable": 0}
+    host = next(h for h in details["hosts"] if h["port"] == a.port)
+    assert host["addresses"] == [
+        {"ip": "127.0.0.1", "port": a.port, "weight": 100, "healthy": True}
+    ]
     # manual health needs a health checker
     put = admin.put(f"/upstreams/up-{uid}/targets/{a.target}/unhealthy")
     assert put.status == 400

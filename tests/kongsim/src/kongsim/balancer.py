@@ -449,7 +449,12 @@ class Balancers:
         return out
 
     @staticmethod
-    def _target_status(balancer: Balancer, target: Target) -> dict[str, Any]:
+    def _target_status(
+        balancer: Balancer, target: Target, *, labels: bool = True
+    ) -> dict[str, Any]:
+        """balancers.lua getTargetStatus; ``/health`` turns each address's ``healthy`` into a
+        ``health`` label (healthcheckers.lua get_upstream_health), ``balancer_health`` keeps
+        the boolean."""
         total = sum(a.weight for a in target.addresses)
         unavailable = sum(a.weight for a in target.addresses if not a.available)
         return {
@@ -467,9 +472,15 @@ class Balancers:
                     "ip": a.ip,
                     "port": a.port,
                     "weight": a.weight,
-                    "health": (HEALTHY if a.available else UNHEALTHY)
-                    if balancer.checks_on
-                    else HEALTHCHECKS_OFF,
+                    **(
+                        {
+                            "health": (HEALTHY if a.available else UNHEALTHY)
+                            if balancer.checks_on
+                            else HEALTHCHECKS_OFF
+                        }
+                        if labels
+                        else {"healthy": a.available}
+                    ),
                 }
                 for a in target.addresses
             ],
@@ -496,6 +507,6 @@ class Balancers:
                     "available": total - unavailable,
                     "unavailable": unavailable,
                 },
-                "hosts": [self._target_status(balancer, t) for t in balancer.targets],
+                "hosts": [self._target_status(balancer, t, labels=False) for t in balancer.targets],
             },
         }
