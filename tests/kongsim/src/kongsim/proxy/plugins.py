@@ -1,7 +1,9 @@
-"""The runtime side of the implemented plugins: key-auth, rate-limiting, request-transformer.
+"""The runtime side of the implemented plugins: pre-function, key-auth, rate-limiting,
+request-transformer, post-function.
 
-Plugins run in Kong's priority order (key-auth 1250, rate-limiting 910, request-transformer
-801). For each plugin name one configuration applies to a request, chosen by
+Plugins run in Kong's priority order (pre-function 1000000, key-auth 1250, rate-limiting 910,
+request-transformer 801, post-function -1000). For each plugin name one configuration applies
+to a request, chosen by
 ``lookup_cfg`` in ``kong/runloop/plugins_iterator.lua``: consumer+route+service,
 consumer+route, consumer+service, route+service, consumer, route, service, global. The
 consumer is the one authenticated by the plugins that ran before, so a consumer-scoped
@@ -30,18 +32,34 @@ log = logging.getLogger("kongsim")
 
 Entity = dict[str, Any]
 
-PRIORITIES = {"key-auth": 1250, "rate-limiting": 910, "request-transformer": 801}
+PRIORITIES = {
+    "pre-function": 1000000,
+    "key-auth": 1250,
+    "rate-limiting": 910,
+    "request-transformer": 801,
+    "post-function": -1000,
+}
+SERVERLESS = frozenset(("pre-function", "post-function"))
 _HTTP_PROTOCOLS = frozenset(("http", "https", "grpc", "grpcs"))
 
 
 class PluginExit(Exception):
     """A plugin ends the request with a Kong-generated error (``kong.response.error``)."""
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+        # ``kong.response.exit`` from user Lua: this body (or none) as it is, no template.
+        self.body = body
+        self.raw = False
 
 
 @dataclass
@@ -100,6 +118,8 @@ def _compile(name: str, plugin: Entity) -> Any:
         return KeyAuthConf.build(config)
     if name == "rate-limiting":
         return RateLimitConf.build(config, plugin)
+    if name in SERVERLESS:
+        return ServerlessConf.build(config)
     return TransformerConf.build(config)
 
 
@@ -671,3 +691,44 @@ def request_transformer(conf: TransformerConf, state: RequestState) -> None:
     for name, value in conf.append:
         if name.lower() != "host":
             headers.add(name, value)
+
+
+# ---------------------------------------------------------------------------------------
+# pre-function / post-function (kong/plugins/pre-function/_handler.lua): user Lua, see lua.py
+
+
+@dataclass(frozen=True)
+class ServerlessConf:
+    rewrite: tuple[str, ...]
+    access: tuple[str, ...]
+
+    @classmethod
+    def build(cls, config: Mapping[str, Any]) -> ServerlessConf:
+        return cls(
+            rewrite=tuple(config.get("rewrite") or ()),
+            access=tuple(config.get("access") or ()),
+        )
+
+
+def serverless(
+    engine: Any, name: str, codes: tuple[str, ...], state: RequestState, variables: Any
+) -> None:
+    """Run one phase's functions. ``kong.response.exit`` ends the request with the user's
+    answer; a Lua error is logged and ends it with Kong's 500 (the plugin runner's
+    ``An unexpected error occurred``), nothing proxied."""
+    if not codes:
+        return
+    from .lua import LuaExit, LuaFailure, RequestView
+
+    view = RequestView(state.headers, state.response_headers, variables, state.path)
+    try:
+        engine.run(codes, view)
+    except LuaFailure as exc:
+        log.error("[%s] %s", name, exc)
+        raise PluginExit(500, "An unexpected error occurred") from None
+    except LuaExit as exc:
+        if exc.message is not None:  # kong.response.error: Kong's error template
+            raise PluginExit(exc.status, exc.message, exc.headers) from None
+        out = PluginExit(exc.status, "", exc.headers, exc.body)
+        out.raw = True
+        raise out from None
