@@ -529,11 +529,9 @@ class LuaEngine:
         return self._current
 
     def _values(self, name: str) -> list[str]:
-        headers = self._view().headers
-        values = headers.getall(name, [])
-        if not values and "_" in name:
-            values = headers.getall(name.replace("_", "-"), [])
-        return values
+        from .plugins import _header_values
+
+        return _header_values(self._view().headers, name)
 
     def _get_header(self, name: str) -> str | None:
         values = self._values(name)
