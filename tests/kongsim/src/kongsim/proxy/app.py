@@ -20,14 +20,18 @@ from multidict import CIMultiDict
 
 from . import errors
 from .plugins import (
+    SERVERLESS,
     PluginExit,
     PluginIndex,
     RateCounters,
     RequestState,
     key_auth,
     rate_limiting,
+    rate_limiting_redis,
     request_transformer,
+    serverless,
 )
+from .redis import RedisPools
 from .router import Match, Router
 from .settings import SERVER_HEADER, ProxySettings
 from .upstream import UpstreamError, UpstreamPool, UpstreamResponse
@@ -103,6 +107,9 @@ class ProxyServer:
     def __init__(self, runtime: Any):
         self.runtime = runtime
         self.counters = RateCounters()
+        self.redis = RedisPools()
+        self._lua: Any = None  # the node's LuaJIT state, made when a function first runs
+        self._lua_conf: Any = None
         self._state: _State | None = None
         self._pool: UpstreamPool | None = None
 
@@ -114,6 +121,7 @@ class ProxyServer:
     async def on_cleanup(self, _app: web.Application) -> None:
         if self._pool is not None:
             self._pool.close()
+        self.redis.close()
 
     def state(self) -> _State:
         runtime = self.runtime
@@ -124,7 +132,32 @@ class ProxyServer:
             self._state = state
         return state
 
+    def lua(self) -> Any:
+        """The LuaJIT state, made anew when kong.conf changes (``untrusted_lua*``)."""
+        conf = self.runtime.conf
+        if self._lua is None or self._lua_conf is not conf:
+            from .lua import LuaEngine
+
+            self._lua = LuaEngine(conf)
+            self._lua_conf = conf
+        return self._lua
+
     # -- Kong-generated answers ----------------------------------------------------------
+
+    def _raw_exit(
+        self, state: _State, exit_: PluginExit, request_id: str, start: float
+    ) -> web.Response:
+        """``kong.response.exit`` from user code: its status, body and headers as given, plus
+        the header filter's own headers."""
+        settings = state.settings
+        out = CIMultiDict(exit_.headers)
+        enabled = settings.enabled_headers
+        if "x-kong-response-latency" in enabled:
+            out["X-Kong-Response-Latency"] = _ms(start, time.monotonic())
+        out["Server"] = _server_name(settings)
+        if "x-kong-request-id" in enabled:
+            out["X-Kong-Request-Id"] = request_id
+        return web.Response(status=exit_.status, body=exit_.body or b"", headers=out)
 
     def _exit(
         self,
@@ -400,11 +433,30 @@ class ProxyServer:
                     continue
                 if name == "key-auth":
                     key_auth(instance.conf, plugin_state, index)
+                elif name in SERVERLESS:
+                    variables = {
+                        "request_method": request.method,
+                        "uri": plugin_state.path,
+                        "request_uri": request.raw_path,
+                        "args": query if has_query else None,
+                        "remote_addr": remote_addr,
+                        "realip_remote_addr": realip_remote_addr,
+                        "host": (request.host or "").rsplit(":", 1)[0].lower(),
+                        "scheme": request.scheme,
+                    }
+                    serverless(self.lua(), name, instance.conf.access, plugin_state, variables)
                 elif name == "rate-limiting":
-                    rate_limiting(instance.conf, plugin_state, self.counters)
+                    if instance.conf.redis is not None:
+                        now = int(self.counters.clock())
+                        await rate_limiting_redis(instance.conf, plugin_state, self.redis, now)
+                    else:
+                        rate_limiting(instance.conf, plugin_state, self.counters)
                 else:
                     request_transformer(instance.conf, plugin_state)
         except PluginExit as exit_:
+            if exit_.raw:
+                exit_.headers = {**plugin_state.response_headers, **exit_.headers}
+                return self._raw_exit(state, exit_, request_id, start)
             extra = dict(plugin_state.response_headers)
             extra.update(exit_.headers)
             return self._exit(request, state, exit_.status, exit_.message, request_id, start, extra)
@@ -440,15 +492,22 @@ class ProxyServer:
         service_host = str(service.get("host"))
         scheme = service.get("protocol") or "http"
         port = int(service.get("port") or (443 if scheme == "https" else 80))
+        # A Service whose host names an upstream is balanced over its targets; the Host
+        # header then follows the target each try picks (set in _proxy).
+        # (The node's kongsim.balancer.Balancers; a runtime without one proxies to the host.)
+        balancers = getattr(self.runtime, "balancers", None)
+        balancer = balancers.by_name.get(service_host) if balancers is not None else None
+        target_host = False
         if host_override:
-            upstream_host = host_override
+            out["Host"] = host_override
         elif match.upstream_host:
-            upstream_host = match.upstream_host
+            out["Host"] = match.upstream_host
+        elif balancer is not None:
+            target_host = True
         elif port in (80, 443):
-            upstream_host = service_host
+            out["Host"] = service_host
         else:
-            upstream_host = f"{service_host}:{port}"
-        out["Host"] = upstream_host
+            out["Host"] = f"{service_host}:{port}"
         via_in = headers.get("Via")
         version = request.version
         protocol = "2" if version.major == 2 else f"{version.major}.{version.minor}"
@@ -492,6 +551,8 @@ class ProxyServer:
             request_id,
             start,
             plugin_state.response_headers,
+            balancer,
+            target_host,
         )
 
     def _nginx_error(
@@ -525,10 +586,17 @@ class ProxyServer:
         request_id: str,
         start: float,
         extra: Mapping[str, str],
+        balancer: Any = None,
+        target_host: bool = False,
     ) -> web.StreamResponse:
         """nginx's proxy_pass: up to ``retries`` more tries on connection errors and
         timeouts (``proxy_next_upstream error timeout``; POST/PATCH/LOCK only while nothing
-        was sent), then the error handler's 502/504."""
+        was sent), then the error handler's 502/504.
+
+        With a ``balancer`` each try asks it for the next peer (``Kong.balancer``): no peer
+        on the first try is Kong's 503 "failure to get a peer from the ring-balancer", on a
+        retry nginx's 503. Failed tries are reported to the passive health checks before the
+        retry, the final answer by its status (runloop/handler.lua log phase)."""
         pool = self._pool
         assert pool is not None
         service = match.service
@@ -545,7 +613,28 @@ class ProxyServer:
         read_timeout = int(service.get("read_timeout") or 60000) / 1000
         status = 502
         sent_at = time.monotonic()
+        peer = None
+        peer_head = head
         for attempt in range(tries):
+            if balancer is not None:
+                peer = balancer.get_peer()
+                if peer is None:
+                    if attempt == 0:
+                        return self._exit(
+                            request,
+                            state,
+                            503,
+                            "failure to get a peer from the ring-balancer",
+                            request_id,
+                            start,
+                            extra,
+                        )
+                    return self._nginx_error(request, state, 503, request_id)
+                host, port = peer.ip, peer.port
+                if target_host:
+                    line_end = head.index(b"\r\n") + 2
+                    host_line = f"Host: {balancer.host_header(peer, tls)}\r\n".encode()
+                    peer_head = head[:line_end] + host_line + head[line_end:]
             sent_at = time.monotonic()
             try:
                 upstream = await pool.request(
@@ -553,7 +642,7 @@ class ProxyServer:
                     port,
                     tls,
                     bool(service.get("tls_verify")),
-                    head,
+                    peer_head,
                     body,
                     stream,
                     request.method,
@@ -571,11 +660,17 @@ class ProxyServer:
                 # (invalid_header) is not retried.
                 retriable = exc.kind != "invalid" and (idempotent or not exc.sent)
                 if attempt + 1 < tries and retriable:
+                    if peer is not None:
+                        balancer.report(peer, "timeouts" if status == 504 else "tcp_failures")
                     continue
                 break
+            if peer is not None:
+                balancer.report_status(peer, upstream.status)
             return await self._relay(
                 request, state, match, upstream, request_id, start, sent_at, extra
             )
+        if peer is not None:
+            balancer.report_status(peer, status)
         return self._upstream_error(request, state, status, request_id, start, sent_at, extra)
 
     async def _relay(
