@@ -167,6 +167,8 @@ class SSEResponse(Response):
         first = True
         try:
             async for data in self._stream:
+                if self._client_gone:
+                    break  # the cancellation was swallowed below us (a library's own handling)
                 self._last_send = loop.time()
                 await send({"type": "http.response.body", "body": data, "more_body": True})
                 if first and data.startswith(b"data:"):
