@@ -170,7 +170,7 @@ class Metrics:
         if not self.multiprocess:
             return self.registry
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry
 
     def upstream(self, dep: Deployment, outcome: str, seconds: float) -> None:

@@ -33,7 +33,7 @@ class ParamRules:
     async def apply(self, dep: Deployment, payload: dict[str, Any]) -> dict[str, Any]:
         """`payload` with the model's rules applied to its OpenAI parameters."""
         litellm = await asyncio.shield(self._import)
-        config = self._configs.get(dep.id)
+        config: Any = self._configs.get(dep.id)
         if config is None:
             from litellm.utils import ProviderConfigManager
 
