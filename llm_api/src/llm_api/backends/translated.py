@@ -263,8 +263,8 @@ class TranslatedStream:
 class TranslatedBackend:
     """The fast path or LiteLLM's acompletion/aembedding; LiteLLM is imported in a thread at start.
 
-    The service is ready (and the native path serves) while the import runs; a translated
-    request made in those first seconds waits for it. The fast path posts on `session`, the app's
+    The native path serves while the import runs, and readiness reports it (`not_ready`); a
+    translated request made in those first seconds waits for it. The fast path posts on `session`, the app's
     shared one (the app closes it).
     """
 
