@@ -30,7 +30,8 @@ from conftest import (
     sse_events,
 )
 from llm_api.backends import translated
-from llm_api.backends.native import NativeBackend
+from llm_api.backends.native import NativeBackend, NativeStream
+from llm_api.backends.sse import SSEFramer, is_comment, parse_event
 from llm_api.backends.translated import uses_fast_path
 from llm_api.config import ConfigError, RouterSettings, parse_config
 from llm_api.errors import Kind, UpstreamError
@@ -491,3 +492,26 @@ def test_router_settings_defaults() -> None:
     rs = RouterSettings()
     assert (rs.retry_backoff_base, rs.retry_backoff_max) == (0.25, 8.0)
     assert (rs.max_retry_after, rs.request_deadline) == (30.0, 300.0)
+
+
+# --- the SSE parser -----------------------------------------------------------------------
+
+
+def test_sse_parser_frames_and_joins_multiline_data() -> None:
+    framer = SSEFramer()
+    # CRLF split across reads, a comment, an event name, two data lines, a one-line event.
+    events = framer.feed(b': ping\r\n\r\nevent: message_start\r\ndata: {"a":\r')
+    events += framer.feed(b"\ndata: 1}\r\n\r\ndata:[DONE]\n\n")
+    assert [parse_event(e) for e in events] == [
+        (None, None),
+        (b"message_start", b'{"a":\n1}'),
+        (None, b"[DONE]"),
+    ]
+    assert is_comment(events[0])
+
+
+def test_native_stream_passes_multiline_data_as_one_event() -> None:
+    stream = NativeStream(None, include_usage=False)  # type: ignore[arg-type]
+    out = stream._event(b'data: {"choices":[{"delta":\ndata: {"content":"hi"}}]}')
+    assert out == b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
+    assert stream._event(b": keep-alive") == b": keep-alive\n\n"
