@@ -61,6 +61,14 @@ class FakeProvider:
     def control(self, mode: str, stall_seconds: float = 30) -> None:
         httpx.post(f"{self.url}/__control", json={"mode": mode, "stall_seconds": stall_seconds})
 
+    def set(self, **settings: Any) -> None:
+        """Stream pacing and gaps (see the fake provider's /__control)."""
+        httpx.post(f"{self.url}/__control", json=settings).raise_for_status()
+
+    def streams(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = httpx.get(f"{self.url}/__streams").json()
+        return data
+
     def requests(self) -> list[dict[str, Any]]:
         data: list[dict[str, Any]] = httpx.get(f"{self.url}/__requests").json()
         return data
@@ -71,6 +79,7 @@ class FakeProvider:
 
     def clear(self) -> None:
         httpx.delete(f"{self.url}/__requests")
+        httpx.delete(f"{self.url}/__streams")
         httpx.delete(f"{self.url}/__stats")
 
 
@@ -103,6 +112,7 @@ def provider(fake_provider: FakeProvider) -> Iterator[FakeProvider]:
     fake_provider.clear()
     yield fake_provider
     fake_provider.control("ok")
+    fake_provider.set(chunk_delay=0, gap_seconds=0, keepalive_seconds=0, gap_after=1)
 
 
 def deployment(path: str, model: str, api_base: str, **params: Any) -> dict[str, Any]:

@@ -194,7 +194,7 @@ async def test_body_over_the_limit_is_413() -> None:
 
 
 async def test_huge_body_with_default_limit_is_413(demo_gateway: Gateway) -> None:
-    huge = b'{"model": "ai-gateway-demo", "messages": "' + b"x" * (5 * 1024 * 1024) + b'"}'
+    huge = b'{"model": "ai-gateway-demo", "messages": "' + b"x" * (21 * 1024 * 1024) + b'"}'
     resp = await demo_gateway.client.post("/v1/chat/completions", content=huge)
     assert _error(resp, 413)["code"] == "request_too_large"
 

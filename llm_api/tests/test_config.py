@@ -134,7 +134,9 @@ def test_classify_context_length_by_code_not_message() -> None:
 
 def test_retry_after_is_normalised() -> None:
     assert classify_status(429, retry_after="2.5").retry_after == "3"
-    assert classify_status(429, retry_after="Wed, 21 Oct 2015 07:28:00 GMT").retry_after is None
+    # An HTTP date: the seconds until then (a past one: at once, i.e. the least wait, 1 s).
+    assert classify_status(429, retry_after="Wed, 21 Oct 2015 07:28:00 GMT").retry_after == "1"
+    assert classify_status(429, retry_after="soon").retry_after is None
     assert classify_status(429).to_api_error().headers["Retry-After"] == "1"
 
 

@@ -16,19 +16,33 @@ Endpoints:
   POST /v1/messages           Anthropic messages, plain and as its SSE event stream
   POST /__control             {"mode": "ok"|"fail"|"stall"|"ratelimit"|"unauthorized",
                                "stall_seconds": N}: a failure mode for every request;
-                              {"chunk_delay": S}: streams send one event every S seconds
+                              {"chunk_delay": S}: streams send one event every S seconds;
+                              {"gap_seconds": G, "gap_after": N, "keepalive_seconds": K}:
+                              streams pause G seconds after N events, sending a keep-alive
+                              every K seconds meanwhile (OpenAI: an SSE comment, Anthropic:
+                              its "ping" event; 0: none)
   GET  /__requests            the recent requests' method, path, headers and JSON body
                               (DELETE clears)
+  GET  /__streams             the recent paced streams (chunk_delay or a gap): model, events
+                              sent and in all, "client_gone" when the client closed the
+                              connection before the end, and "gone_after_events" (DELETE
+                              clears)
   GET  /__stats               request counts by path and by outcome
   GET  /health                200
+
+It also answers as an HTTP proxy would: a request with an absolute URL
+("POST http://host/v1/chat/completions") is served as its path, and recorded with
+"proxied_host" in /__requests.
 
 Markers in the model name select a failure for that request: err400, err401, err403, err404,
 err429 (with Retry-After), err500, err503, err529 (Anthropic "overloaded"), ctxlen (the
 provider's context-length error), stall (answer after stall_seconds, default 30), midstream
 (a stream that breaks after 5 content chunks: OpenAI's connection is cut, Anthropic sends its
-"event: error"), tooluse (the answer calls the request's first tool, or "get_weather", with
-{"city": "Paris"}, plain and streamed in each provider's shape). Errors use each provider's real
-shape: OpenAI {"error": {...}}, Anthropic {"type": "error", "error": {...}}.
+"event: error"), leak (a 400 whose message names a URL, a host, a key and an organisation
+id, with param "temperature" and code "invalid_value", as a provider's message may), tooluse
+(the answer calls the request's first tool, or "get_weather", with {"city": "Paris"}, plain
+and streamed in each provider's shape). Errors use each provider's real shape: OpenAI
+{"error": {...}}, Anthropic {"type": "error", "error": {...}}.
 """
 
 from __future__ import annotations
@@ -70,6 +84,10 @@ class State:
         self.mode = "ok"
         self.stall_seconds = 30.0
         self.chunk_delay = 0.0
+        self.gap_seconds = 0.0
+        self.gap_after = 1
+        self.keepalive_seconds = 0.0
+        self.streams: collections.deque[dict] = collections.deque(maxlen=100)
         self.requests: collections.deque[dict] = collections.deque(maxlen=500)
         self.stats: collections.Counter[str] = collections.Counter()
 
@@ -132,6 +150,21 @@ def failure_for(kind: str, anthropic: bool) -> tuple:
             "messages",
         ),
     }[kind]()
+
+
+LEAK_KEY = "sk-proj-LeakedKey0123456789abcdefXYZ"
+LEAK_MESSAGE = (
+    "Invalid value for 'temperature': 7 is greater than the maximum of 2. See "
+    f"https://internal.fake-provider.example/docs/errors?key={LEAK_KEY} (request sent by "
+    f"organization org-AbCdEf123456 to host api.fake-provider.example:8443 with key {LEAK_KEY})."
+)
+
+
+def leak_error(anthropic: bool) -> tuple:
+    """A 400 whose message names a URL, a host, a key and an organisation id."""
+    if anthropic:
+        return anthropic_error(400, "invalid_request_error", LEAK_MESSAGE)
+    return openai_error(400, LEAK_MESSAGE, "invalid_request_error", "invalid_value", "temperature")
 
 
 def prompt_tokens(payload: dict) -> int:
@@ -400,12 +433,20 @@ class HttpProtocol(asyncio.Protocol):
         self.buf = b""
         self.transport: asyncio.Transport | None = None
         self.busy = False
+        self.stream_record: dict | None = None
+        self.proxied_host: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        record = self.stream_record
+        if record is not None and not record["completed"]:
+            # The client (llm_api) closed the connection in the middle of a paced stream.
+            record["client_gone"] = True
+            record["gone_after_events"] = record["sent"]
+            self.state.stats["client_gone"] += 1
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -436,7 +477,12 @@ class HttpProtocol(asyncio.Protocol):
             body = self.buf[end + 4 : end + 4 + length]
             self.buf = self.buf[end + 4 + length :]
             keep_alive = headers.get("connection", "").lower() != "close"
-            result = self.handle(method, target.split("?", 1)[0], headers, body)
+            path = target.split("?", 1)[0]
+            self.proxied_host = None
+            if path.startswith(("http://", "https://")):  # absolute form: we are the proxy
+                self.proxied_host, _, rest = path.split("://", 1)[1].partition("/")
+                path = "/" + rest
+            result = self.handle(method, path, headers, body)
             if isinstance(result, tuple):
                 self.respond(*result, keep_alive=keep_alive)
             else:  # a coroutine: delayed answers keep the order of pipelined requests
@@ -490,6 +536,8 @@ class HttpProtocol(asyncio.Protocol):
         st.stats["requests"] += 1
         st.stats[f"{method} {path}"] += 1
         record = {"method": method, "path": path, "headers": headers}
+        if self.proxied_host is not None:
+            record["proxied_host"] = self.proxied_host
         st.requests.append(record)
         anthropic = path == "/v1/messages"
         if st.api_key is not None:
@@ -530,13 +578,15 @@ class HttpProtocol(asyncio.Protocol):
             return self.count((*failure_for("err429", anthropic), "application/json", RETRY))
         if mode == "stall" or "stall" in model:
             return self.stalled(path, payload, model, anthropic)
+        if "leak" in model:
+            return self.count(leak_error(anthropic))
         for marker in (*MARKERS, "ctxlen"):
             if marker in model:
                 extra = RETRY if marker == "err429" else None
                 return self.count((*failure_for(marker, anthropic), "application/json", extra))
         result = self.answer(path, payload, model, anthropic)
-        if isinstance(result[1], list) and st.chunk_delay > 0:
-            return self.paced(*result)
+        if isinstance(result[1], list) and (st.chunk_delay > 0 or st.gap_seconds > 0):
+            return self.paced(*result, model=model, anthropic=anthropic)
         return result
 
     def count(self, result: tuple) -> tuple:
@@ -547,22 +597,48 @@ class HttpProtocol(asyncio.Protocol):
         await asyncio.sleep(self.state.stall_seconds)
         return self.answer(path, payload, model, anthropic)
 
-    async def paced(self, status: int, events: list, ctype: str) -> None:
-        """Send a stream one event every chunk_delay seconds (proves that no hop buffers it)."""
+    async def paced(
+        self, status: int, events: list, ctype: str, *, model: str, anthropic: bool
+    ) -> None:
+        """Send a stream one event every chunk_delay seconds (proves that no hop buffers it),
+        with the configured gap; record whether the client stayed to the end."""
+        st = self.state
         head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", f"content-type: {ctype}"]
         head += ["x-request-id: req_fake", "transfer-encoding: chunked"]
+        record = {"model": model, "events": len(events), "sent": 0, "client_gone": False}
+        record["completed"] = False
+        st.streams.append(record)
+        self.stream_record = record
         if self.transport is not None:
             self.transport.write("\r\n".join(head).encode() + b"\r\n\r\n")
-        for event in events:
-            await asyncio.sleep(self.state.chunk_delay)
+        keepalive = anthropic_event({"type": "ping"}) if anthropic else b": keep-alive\n\n"
+        try:
+            for i, event in enumerate(events):
+                if st.gap_seconds > 0 and i == st.gap_after:
+                    await self.gap(st.gap_seconds, st.keepalive_seconds, keepalive)
+                await asyncio.sleep(st.chunk_delay)
+                if self.transport is None:
+                    return
+                if event is None:
+                    self.transport.abort()
+                    return
+                self.transport.write(b"%x\r\n%s\r\n" % (len(event), event))
+                record["sent"] += 1
+            if self.transport is not None:
+                self.transport.write(b"0\r\n\r\n")
+                record["completed"] = True
+        finally:
+            self.stream_record = None
+
+    async def gap(self, seconds: float, keepalive_every: float, keepalive: bytes) -> None:
+        """Wait `seconds` in the middle of a stream, sending `keepalive` every so often."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, keepalive_every) if keepalive_every > 0 else left)
             if self.transport is None:
                 return
-            if event is None:
-                self.transport.abort()
-                return
-            self.transport.write(b"%x\r\n%s\r\n" % (len(event), event))
-        if self.transport is not None:
-            self.transport.write(b"0\r\n\r\n")
+            if keepalive_every > 0 and end - time.monotonic() > 0:
+                self.transport.write(b"%x\r\n%s\r\n" % (len(keepalive), keepalive))
 
     def answer(self, path: str, payload: dict, model: str, anthropic: bool) -> tuple:
         ptok = prompt_tokens(payload)
@@ -608,10 +684,20 @@ class HttpProtocol(asyncio.Protocol):
                 st.mode = mode
                 st.stall_seconds = float(cmd.get("stall_seconds", st.stall_seconds))
                 st.chunk_delay = float(cmd.get("chunk_delay", st.chunk_delay))
+                st.gap_seconds = float(cmd.get("gap_seconds", st.gap_seconds))
+                st.gap_after = int(cmd.get("gap_after", st.gap_after))
+                st.keepalive_seconds = float(cmd.get("keepalive_seconds", st.keepalive_seconds))
             except (ValueError, AttributeError, TypeError):
                 return 400, b'{"error":"bad control command"}'
             reply = {"mode": st.mode, "stall_seconds": st.stall_seconds}
-            return 200, _json({**reply, "chunk_delay": st.chunk_delay})
+            reply |= {"chunk_delay": st.chunk_delay, "gap_seconds": st.gap_seconds}
+            reply |= {"gap_after": st.gap_after, "keepalive_seconds": st.keepalive_seconds}
+            return 200, _json(reply)
+        if path == "/__streams":
+            if method == "DELETE":
+                st.streams.clear()
+                return 200, b"[]"
+            return 200, _json(list(st.streams))
         if path == "/__requests":
             if method == "DELETE":
                 st.requests.clear()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import ipaddress
 import logging
@@ -24,13 +26,16 @@ from llm_api import __version__
 from llm_api.backends import Backend, Stream, Usage
 from llm_api.backends.mock import MockBackend
 from llm_api.backends.native import NativeBackend
+from llm_api.backends.sse import KEEPALIVE
 from llm_api.config import Config, load_config
 from llm_api.errors import ApiError, UpstreamError, internal_error, model_not_found
 from llm_api.observability import (
     ACCESS_LOGGER,
+    CURRENT_REQUEST,
     Metrics,
     Redactor,
     RequestContext,
+    exception_fields,
     quiet_libraries,
 )
 from llm_api.pricing import Prices
@@ -49,6 +54,7 @@ ENDPOINTS = frozenset(
         "/v1/chat/completions",
         "/v1/embeddings",
         "/v1/models",
+        "/v1/models/{id}",
         "/health/live",
         "/health/ready",
         "/metrics",
@@ -66,6 +72,19 @@ class Gateway:
     router: Router
     created: int
     quotas: Quotas
+    heartbeat: float
+    secrets: list[str]
+    """Provider keys and the gateway secret: redacted from provider messages and logs."""
+    backends: dict[str, Backend]
+
+    def not_ready(self) -> str | None:
+        """Why some configured model cannot be served yet (None: every one can)."""
+        for backend in self.backends.values():
+            problem = getattr(backend, "not_ready", None)
+            reason = problem() if problem is not None else None
+            if reason:
+                return str(reason)
+        return None
 
 
 class BodyTooLarge(ApiError):
@@ -99,13 +118,36 @@ def _set_usage(ctx: RequestContext, usage: Usage | None) -> None:
         ctx.tokens_in, ctx.tokens_out = usage.prompt_tokens, usage.completion_tokens
 
 
-class SSEResponse(Response):
-    """Streams an upstream Stream as SSE; a failure in the middle ends it with an error event."""
+CLIENT_CLOSED = 499  # nginx's (and Kong's log's) status for a client that went away
 
-    def __init__(self, stream: Stream, ctx: RequestContext) -> None:
+
+class SSEResponse(Response):
+    """Streams an upstream Stream as SSE; a failure in the middle ends it with an error event.
+
+    Beside the stream, one watcher task waits for the client's `http.disconnect` (uvicorn's
+    `send` returns silently once the client is gone, so only `receive` tells) and, while the
+    stream has sent nothing for `heartbeat` seconds, sends an SSE comment. A disconnect cancels
+    the stream where it waits (reading the provider or writing to the client): the provider
+    connection is closed at once, and the request ends as `client_closed` (499) with the tokens
+    seen so far. The watcher's timer runs once per heartbeat interval, not once per chunk.
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        ctx: RequestContext,
+        heartbeat: float,
+        metrics: Metrics,
+        secrets: list[str],
+    ) -> None:
         super().__init__(media_type="text/event-stream")
         self._stream = stream
         self._ctx = ctx
+        self._heartbeat = heartbeat
+        self._metrics = metrics
+        self._secrets = secrets
+        self._last_send = 0.0
+        self._client_gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
@@ -119,26 +161,71 @@ class SSEResponse(Response):
                 ],
             }
         )
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._last_send = loop.time()
+        watcher = loop.create_task(self._watch(receive, send, task))
+        ctx = self._ctx
         tail = b""
         try:
             async for data in self._stream:
+                if self._client_gone:
+                    break  # the cancellation was swallowed below us (a library's own handling)
+                self._last_send = loop.time()
                 await send({"type": "http.response.body", "body": data, "more_body": True})
-                if self._ctx.first_chunk is None:
-                    self._ctx.first_chunk = time.perf_counter()
+                if ctx.first_chunk is None and data.startswith(b"data:"):
+                    ctx.first_chunk = time.perf_counter()
+        except asyncio.CancelledError:
+            if not self._client_gone:
+                raise
+            task.uncancel()
         except UpstreamError as exc:
-            err = exc.to_api_error()
-            self._ctx.error_code = err.code
+            err = exc.to_api_error(self._secrets)
+            ctx.error_code = exc.kind.value
             tail = b"data: " + err.json() + b"\n\n"
-        except OSError:
-            self._ctx.error_code = "client_disconnected"
-        except Exception:
-            err = internal_error(self._ctx.request_id)
-            self._ctx.error_code = err.code
+        except Exception as exc:
+            err = internal_error(ctx.request_id)
+            ctx.error_code = err.code
+            fields = {"request_id": ctx.request_id, **exception_fields(exc, self._secrets)}
+            log.error("unexpected error in a stream", extra={"fields": fields})
             tail = b"data: " + err.json() + b"\n\n"
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             await self._stream.aclose()
-            _set_usage(self._ctx, self._stream.usage)
+            _set_usage(ctx, self._stream.usage or self._stream.partial_usage())
+        if self._client_gone:
+            ctx.status = CLIENT_CLOSED
+            ctx.error_code = "client_closed"
+            return
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _watch(self, receive: Receive, send: Send, task: asyncio.Task[Any]) -> None:
+        """Cancel `task` when the client disconnects; send heartbeats while the stream waits."""
+        loop = asyncio.get_running_loop()
+        interval = self._heartbeat or None
+        message = asyncio.ensure_future(receive())
+        try:
+            while True:
+                timeout = None
+                if interval is not None:
+                    timeout = max(self._last_send + interval - loop.time(), 0.0)
+                done, _ = await asyncio.wait((message,), timeout=timeout)
+                if done:
+                    if message.result()["type"] == "http.disconnect":
+                        self._client_gone = True
+                        task.cancel()
+                        return
+                    message = asyncio.ensure_future(receive())  # more body: not for us
+                    continue
+                if interval is not None and loop.time() - self._last_send >= interval:
+                    self._last_send = loop.time()
+                    await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+        finally:
+            if not message.done():
+                message.cancel()
 
 
 def build_routes() -> APIRouter:
@@ -164,7 +251,7 @@ def build_routes() -> APIRouter:
                 return await backend.open_stream(dep, body, include_usage)
 
             stream = await gw.router.execute(model, ctx, open_stream)
-            return SSEResponse(stream, ctx)
+            return SSEResponse(stream, ctx, gw.heartbeat, request.app.state.metrics, gw.secrets)
 
         async def chat(backend: Backend, dep: Any) -> tuple[bytes, Usage | None]:
             return await backend.chat(dep, body)
@@ -190,13 +277,20 @@ def build_routes() -> APIRouter:
         _set_usage(ctx, usage)
         return Response(data, media_type="application/json")
 
+    def model_object(gw: Gateway, name: str) -> dict[str, object]:
+        return {"id": name, "object": "model", "created": gw.created, "owned_by": "ai-gateway"}
+
     async def models(request: Request) -> Response:
         gw = _gateway(request)
-        data = [
-            {"id": name, "object": "model", "created": gw.created, "owned_by": "ai-gateway"}
-            for name in gw.config.model_names
-        ]
+        data = [model_object(gw, name) for name in gw.config.model_names]
         return _json({"object": "list", "data": data})
+
+    async def model(request: Request) -> Response:
+        gw = _gateway(request)
+        name = request.path_params["model_id"]
+        if not gw.router.has_model(name):
+            raise model_not_found(name)
+        return _json(model_object(gw, name))
 
     async def live(request: Request) -> Response:
         return _json({"status": "ok"})
@@ -205,15 +299,19 @@ def build_routes() -> APIRouter:
         gw = getattr(request.app.state, "gateway", None)
         if gw is None:
             return _json({"status": "starting"}, 503)
+        reason = gw.not_ready()
+        if reason is not None:
+            return _json({"status": "not_ready", "reason": reason}, 503)
         return _json({"status": "ready", "models": len(gw.config.model_names)})
 
     async def metrics(request: Request) -> Response:
-        registry = request.app.state.metrics.registry
+        registry = request.app.state.metrics.scrape_registry()
         return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     api.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
     api.add_route("/v1/embeddings", embeddings, methods=["POST"])
     api.add_route("/v1/models", models, methods=["GET"])
+    api.add_route("/v1/models/{model_id:path}", model, methods=["GET"])
     api.add_route("/health/live", live, methods=["GET"])
     api.add_route("/health/ready", ready, methods=["GET"])
     api.add_route("/metrics", metrics, methods=["GET"])
@@ -280,7 +378,7 @@ class GatewayMiddleware:
             request_id=request_id,
             consumer=consumer,
             consumer_id=consumer_id_s,
-            endpoint=path if path in ENDPOINTS else "other",
+            endpoint=_endpoint(path),
             start=start,
         )
         # A bounded label: configured consumers by name, every other one as `other`.
@@ -289,6 +387,7 @@ class GatewayMiddleware:
         else:
             ctx.consumer_label = "other"
         scope.setdefault("state", {})["ctx"] = ctx
+        token = CURRENT_REQUEST.set(ctx)
         rid_header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
@@ -314,13 +413,17 @@ class GatewayMiddleware:
                 return message
 
             await self.app(scope, limited_receive, send_with_id)
-        except Exception:
-            # Unexpected: only the request id goes out; nothing else is logged either, since a
-            # traceback can carry provider URLs, keys and class names.
+        except Exception as exc:
+            # Unexpected: only the request id goes out; the log line has the exception's type
+            # and its traceback, redacted (it can carry provider URLs and keys).
+            gw: Gateway | None = getattr(self.fastapi.state, "gateway", None)
+            fields = {"request_id": request_id, **exception_fields(exc, gw.secrets if gw else [])}
+            log.error("unexpected error", extra={"fields": fields})
             if ctx.status == 0:
                 await self._send_error(internal_error(request_id), ctx, send_with_id)
             ctx.error_code = "internal_error"
         finally:
+            CURRENT_REQUEST.reset(token)
             self._finish(ctx, path)
 
     def _reject(
@@ -389,6 +492,13 @@ def _allowed(
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in net for net in networks)
+def _endpoint(path: str) -> str:
+    """The metrics label of a path: a known endpoint, else "other" (bounded label values)."""
+    if path in ENDPOINTS:
+        return path
+    if path.startswith("/v1/models/"):
+        return "/v1/models/{id}"
+    return "other"
 
 
 def _header_text(value: bytes | None) -> str | None:
@@ -424,18 +534,23 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         quiet_libraries()
         connector = aiohttp.TCPConnector(limit=settings.upstream_max_connections, ttl_dns_cache=300)
-        session = aiohttp.ClientSession(connector=connector, trust_env=False)
-        backends: dict[str, Backend] = {
-            "native": NativeBackend(session),
-            "mock": MockBackend(),
-        }
-        translated = None
+        # trust_env: HTTP(S)_PROXY and NO_PROXY apply to every provider, as on LiteLLM's path.
+        session = aiohttp.ClientSession(connector=connector, trust_env=True)
+        rules = translated = None
+        backends: dict[str, Backend] = {"mock": MockBackend()}
         if config.needs_litellm:
-            # LiteLLM costs ~3 s of CPU and ~190 MB to import: only when a deployment needs it,
-            # in a thread, so that readiness and the native path do not wait for it.
-            from llm_api.backends.translated import TranslatedBackend
+            # LiteLLM costs ~3 s of CPU and ~190 MB to import: only when a deployment needs it
+            # (translation, or a native model with per-model rules), in a thread, so that the
+            # native path serves meanwhile; readiness waits for it.
+            from llm_api.backends.rules import ParamRules
+            from llm_api.backends.translated import TranslatedBackend, start_import
 
-            translated = backends["litellm"] = TranslatedBackend(session)
+            litellm_import = start_import()
+            if any(d.param_rules for d in config.deployments):
+                rules = ParamRules(litellm_import)
+            if any(d.transport == "litellm" for d in config.deployments):
+                translated = backends["litellm"] = TranslatedBackend(session, litellm_import)
+        backends["native"] = NativeBackend(session, rules)
         secrets = config.secrets
         if settings.gateway_secret is not None:
             secrets.append(settings.gateway_secret.get_secret_value())
@@ -444,8 +559,15 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
         for handler in handlers:
             handler.addFilter(redactor)
         await quotas.start()
-        router = Router(config, backends, metrics)
-        app.state.gateway = Gateway(config, router, int(time.time()), quotas)
+        app.state.gateway = Gateway(
+            config,
+            Router(config, backends, metrics),
+            int(time.time()),
+            quotas,
+            settings.heartbeat_seconds,
+            secrets,
+            backends,
+        )
         try:
             yield
         finally:
@@ -454,6 +576,8 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
             await session.close()
             if translated is not None:
                 await translated.aclose()
+            elif rules is not None:
+                rules.close()
             for handler in handlers:
                 handler.removeFilter(redactor)
 
@@ -473,10 +597,14 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     app.include_router(build_routes())
 
     async def api_error(request: Request, exc: Exception) -> Response:
-        err = exc.to_api_error() if isinstance(exc, UpstreamError) else exc
-        assert isinstance(err, ApiError)
-        _ctx(request).error_code = err.code
-        return _error_response(err)
+        if isinstance(exc, UpstreamError):
+            gw: Gateway | None = getattr(request.app.state, "gateway", None)
+            err = exc.to_api_error(gw.secrets if gw else ())
+            _ctx(request).error_code = exc.kind.value  # bounded label values, not the provider's
+            return _error_response(err)
+        assert isinstance(exc, ApiError)
+        _ctx(request).error_code = exc.code
+        return _error_response(exc)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import logging.config
+import os
+import shutil
 import sys
+import tempfile
 
 import uvicorn
 from pydantic import ValidationError
@@ -65,6 +68,21 @@ def main(argv: list[str] | None = None) -> None:
             }
         },
     )
+    metrics_dir = None
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # prometheus_client's multiprocess mode: each worker writes its metrics to files here
+        # and a scrape of any worker adds up every worker's. Set before the workers start (they
+        # import prometheus_client afresh); a new, empty directory each start.
+        metrics_dir = tempfile.mkdtemp(prefix="llm-api-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        _serve(settings)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(settings: Settings) -> None:
     uvicorn.run(
         "llm_api.app:create_app",
         factory=True,

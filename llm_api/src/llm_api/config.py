@@ -21,6 +21,54 @@ ENV_PREFIX = "os.environ/"
 OPENAI_COMPATIBLE = frozenset({"openai", "hosted_vllm", "openai_like"})
 DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
 
+# OpenAI chat request parameters (the ones passed on to LiteLLM, and the ones a deployment may
+# set as defaults for every request).
+OPENAI_CHAT_PARAMS = frozenset(
+    {
+        "messages",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "presence_penalty",
+        "response_format",
+        "seed",
+        "stop",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "user",
+        "functions",
+        "function_call",
+        "reasoning_effort",
+        "modalities",
+        "audio",
+        "prediction",
+        "service_tier",
+    }
+)
+# A deployment's request defaults (under the client's own parameters) on the native path.
+NATIVE_REQUEST_OPTIONS = OPENAI_CHAT_PARAMS - {"messages", "stream", "stream_options"}
+# Every extra `litellm_params` key the native path applies: request defaults, headers
+# (`extra_headers`, `organization` as OpenAI-Organization), body fields (`extra_body`), and
+# `drop_params` (LiteLLM's per-model rules drop what the model does not support).
+NATIVE_OPTIONS = NATIVE_REQUEST_OPTIONS | {
+    "extra_headers",
+    "organization",
+    "extra_body",
+    "drop_params",
+}
+# Keys the router applies on every path (LiteLLM's simple-shuffle: `weight`, else `rpm`, else
+# `tpm` is the deployment's share of its group); never passed to a provider.
+ROUTING_OPTIONS = ("weight", "rpm", "tpm")
+
 
 class ConfigError(Exception):
     """A config that cannot be served; the message names the file and the field."""
@@ -72,6 +120,17 @@ class RouterSettings(BaseModel):
     timeout: float = Field(60.0, gt=0)
     stream_timeout: float | None = Field(None, gt=0)
     retry_after: float = Field(0.0, ge=0, le=60)
+    """The least wait before a retry (LiteLLM's setting)."""
+    retry_backoff_base: float = Field(0.25, ge=0, le=60)
+    """llm_api: the first retry waits up to this, each next one up to twice as long (with
+    random jitter, capped by `retry_backoff_max`)."""
+    retry_backoff_max: float = Field(8.0, ge=0, le=300)
+    max_retry_after: float = Field(30.0, ge=0, le=3600)
+    """llm_api: a provider's Retry-After up to this is waited before retrying the deployment;
+    a longer one ends the retries (the client gets it)."""
+    request_deadline: float = Field(300.0, gt=0)
+    """llm_api: no retry or fallback starts once it would end after this many seconds from
+    the request's arrival."""
     allowed_fails: int = Field(3, ge=0)
     cooldown_time: float = Field(5.0, ge=0)
     fallbacks: list[dict[str, list[str]]] = Field(default_factory=list)
@@ -156,6 +215,10 @@ class Deployment:
     mock_response: str | None
     extra_params: dict[str, Any] = field(default_factory=dict, repr=False)
     model_info: dict[str, Any] = field(default_factory=dict, repr=False)
+    weight: float = 1.0
+    """The deployment's share of its group's requests (relative to the others')."""
+    param_rules: bool = False
+    """LiteLLM's per-model parameter rules apply (native OpenAI o-series and gpt-5 models)."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +237,7 @@ class Config:
 
     @property
     def needs_litellm(self) -> bool:
-        return any(d.transport == "litellm" for d in self.deployments)
+        return any(d.transport == "litellm" or d.param_rules for d in self.deployments)
 
     @property
     def secrets(self) -> list[str]:
@@ -201,6 +264,51 @@ def _resolve_secret(value: str | None, where: str, env: dict[str, str]) -> str |
     if not env.get(name):
         raise ConfigError(f"{where}: environment variable {name} is not set")
     return env[name]
+
+
+def has_param_rules(model: str) -> bool:
+    """Whether LiteLLM has parameter rules for this OpenAI model: the name checks LiteLLM's
+    `ProviderConfigManager.get_provider_chat_config` makes first (o-series: "o" and a digit;
+    gpt-5/gpt-6 reasoning series, not gpt-5-chat), so LiteLLM is imported only for those."""
+    name = model.rsplit("/", 1)[-1]
+    if len(name) > 1 and name[0] == "o" and name[1].isdigit():
+        return True
+    return ("gpt-5" in model or "gpt-6" in model) and "gpt-5-chat" not in name
+
+
+def _weight(extra: dict[str, Any], where: str, source: str) -> float:
+    """Take the routing keys out of `extra`; the deployment's weight (LiteLLM's order)."""
+    found = {key: extra.pop(key) for key in ROUTING_OPTIONS if key in extra}
+    for key in ROUTING_OPTIONS:
+        if key in found:
+            value = found[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{source}: {where}.{key}: must be a number greater than 0")
+            return float(value)
+    return 1.0
+
+
+def _check_native_options(extra: dict[str, Any], where: str, source: str, transport: str) -> None:
+    """Reject every option the native (or mock) path would not apply, naming the key."""
+    allowed = NATIVE_OPTIONS if transport == "native" else frozenset()
+    for key, value in extra.items():
+        if key not in allowed:
+            raise ConfigError(
+                f"{source}: {where}.{key}: not applied on the {transport} path; "
+                + (
+                    "set `transport: litellm` for LiteLLM's options"
+                    if transport == "native"
+                    else "a mock_response deployment takes no other option"
+                )
+            )
+        if key in ("extra_headers", "extra_body") and not isinstance(value, dict):
+            raise ConfigError(f"{source}: {where}.{key}: must be a mapping")
+        if key == "extra_headers" and not all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) for v in value.values()
+        ):
+            raise ConfigError(f"{source}: {where}.{key}: header values must be strings")
+        if key == "organization" and not isinstance(value, str):
+            raise ConfigError(f"{source}: {where}.{key}: must be a string")
 
 
 def parse_config(data: object, source: str, env: dict[str, str] | None = None) -> Config:
@@ -240,6 +348,10 @@ def parse_config(data: object, source: str, env: dict[str, str] | None = None) -
                 raise ConfigError(f"{source}: {where}.api_base: required for {provider!r}")
             api_base = DEFAULT_OPENAI_BASE
         timeout = p.timeout or rs.timeout
+        extra = dict(p.model_extra or {})
+        weight = _weight(extra, where, source)
+        if transport in ("native", "mock"):
+            _check_native_options(extra, where, source, transport)
         deployments.append(
             Deployment(
                 id=f"{entry.model_name}#{i}",
@@ -254,8 +366,12 @@ def parse_config(data: object, source: str, env: dict[str, str] | None = None) -
                 stream_timeout=p.stream_timeout or rs.stream_timeout or timeout,
                 max_retries=rs.num_retries if p.max_retries is None else p.max_retries,
                 mock_response=p.mock_response,
-                extra_params=dict(p.model_extra or {}),
                 model_info=entry.model_info,
+                extra_params=extra,
+                weight=weight,
+                param_rules=transport == "native"
+                and provider == "openai"
+                and has_param_rules(upstream_model),
             )
         )
     names = {d.model_name for d in deployments}

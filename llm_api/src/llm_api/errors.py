@@ -1,14 +1,20 @@
 """Every error the service returns, in OpenAI's shape; the one place mapping upstream failures.
 
-Upstream failures are classified by HTTP status and exception class, never by message text, and
-the messages we return are our own: a provider's message may name its host, our key or the
-internals, so it never reaches the client or the logs.
+Upstream failures are classified by HTTP status and exception class, never by message text.
+The messages we return are our own, except for a provider's refusal of the request itself
+(400/422, context length): its message says which parameter or content was refused, so it is
+passed on after `redact` has removed every URL, host, key, account and organisation id (and the
+deployment keys llm_api knows). 401/403, 429, 5xx and transport failures stay generic.
 """
 
 from __future__ import annotations
 
+import email.utils
 import enum
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import orjson
 
@@ -98,28 +104,110 @@ def internal_error(request_id: str) -> ApiError:
     )
 
 
+# What a provider's message may carry that a client must not see. Hosts are matched only with
+# a known top-level domain: OpenAI's messages name parameters such as `tools[0].function.name`.
+_TLDS = (
+    "com|net|org|io|ai|dev|app|cloud|co|us|eu|de|fr|uk|jp|cn|in|info|biz|xyz|tech|site|"
+    "internal|local|localhost|lan|corp|home|svc|example|invalid|test|azure|aws|gcp"
+)
+_REDACTIONS = (
+    (re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()\[\]{}]+"), "[url]"),
+    (re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"), "[redacted]"),
+    (re.compile(r"(?i)\bbearer\s+\S+"), "Bearer [redacted]"),
+    # Keys and ids by their providers' prefixes: sk-..., sk-ant-..., sk-proj-..., AKIA...,
+    # org-..., proj_..., acct_..., user-..., and any long mixed token.
+    (re.compile(r"\b(?:sk|pk|rk|ak|key|api[-_]?key)[-_][A-Za-z0-9_-]{6,}"), "[redacted]"),
+    (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b"), "[redacted]"),
+    (
+        re.compile(
+            r"(?i)\b(?:org|organization|proj|project|acct|account|user|tenant)[-_][A-Za-z0-9]{4,}"
+        ),
+        "[redacted]",
+    ),
+    (
+        re.compile(r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{24,}\b"),
+        "[redacted]",
+    ),
+    (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "[host]"),
+    (re.compile(r"(?i)\b(?:[a-z0-9-]+\.)+(?:" + _TLDS + r")\b(?::\d+)?"), "[host]"),
+    (re.compile(r"\blocalhost(?::\d+)?\b"), "[host]"),
+    (re.compile(r"\b\d{8,}\b"), "[redacted]"),  # account numbers (AWS: 12 digits)
+)
+MAX_MESSAGE = 1000
+
+
+def redact(text: str, secrets: Iterable[str] = (), limit: int = MAX_MESSAGE) -> str:
+    """`text` without URLs, hosts, keys, account or organisation ids, and without `secrets`."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text[:limit]
+
+
 @dataclass
 class UpstreamError(Exception):
-    """A classified upstream failure (raised by every backend, handled by the router)."""
+    """A classified upstream failure (raised by every backend, handled by the router).
+
+    `message` and `code` are the provider's (already redacted) for a refused request only;
+    `retry_after` is the provider's wait in whole seconds (a string, as the header carries it).
+    """
 
     kind: Kind
     retry_after: str | None = None
     param: str | None = None
+    message: str | None = None
+    code: str | None = None
 
-    def to_api_error(self) -> ApiError:
+    def to_api_error(self, secrets: Iterable[str] = ()) -> ApiError:
         status, etype, message = _UPSTREAM[self.kind]
         headers = {}
         if self.kind is Kind.RATE_LIMIT:
             headers["Retry-After"] = self.retry_after or "1"
-        param = self.param if self.kind in (Kind.BAD_REQUEST, Kind.CONTEXT_LENGTH) else None
-        return ApiError(status, message, etype, self.kind.value, param, headers)
+        code = self.kind.value
+        param = None
+        if self.kind in (Kind.BAD_REQUEST, Kind.CONTEXT_LENGTH):
+            param = self.param
+            if self.message:
+                message = "The upstream provider rejected the request: " + redact(
+                    self.message, secrets
+                )
+            if self.kind is Kind.BAD_REQUEST and self.code:
+                code = self.code
+        return ApiError(status, message, etype, code, param, headers)
 
 
 def _safe_param(value: object) -> str | None:
-    # Only a short identifier-like param name from the provider; anything else is dropped.
-    if isinstance(value, str) and len(value) <= 64 and value.replace("_", "").isalnum():
+    # Only a short parameter path from the provider (`messages[0].content`); else dropped.
+    if isinstance(value, str) and 0 < len(value) <= 128 and _PARAM.fullmatch(value):
         return value
     return None
+
+
+_PARAM = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\]|\.[A-Za-z_][A-Za-z0-9_]*)*")
+_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
+def provider_error(body: bytes | str) -> tuple[str | None, str | None, str | None]:
+    """(message, code, param) from a provider's error body, OpenAI's shape
+    `{"error": {"message", "code", "param"}}` or Anthropic's `{"type": "error", "error":
+    {"type", "message"}}`; the message redacted (URLs, hosts, keys, ids), code and param only
+    when they are plain identifiers."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None, None
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(err, str):
+        return redact(err), None, None
+    if not isinstance(err, dict):
+        msg = obj.get("message") if isinstance(obj, dict) else None
+        return (redact(msg) if isinstance(msg, str) and msg else None), None, None
+    msg, code, param = err.get("message"), err.get("code"), err.get("param")
+    message = redact(msg) if isinstance(msg, str) and msg.strip() else None
+    code_s = code if isinstance(code, str) and _CODE.fullmatch(code) else None
+    return message, code_s, _safe_param(param)
 
 
 def classify_status(
@@ -135,25 +223,29 @@ def classify_status(
     if status >= 500 or status == 404:
         # A 404 means the deployment points at a model or path the provider does not have:
         # the gateway's configuration is wrong, not the client's request.
-        return UpstreamError(Kind.SERVER)
-    code = param = None
-    try:
-        err = orjson.loads(body).get("error")
-        if isinstance(err, dict):
-            code, param = err.get("code"), err.get("param")
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
+        return UpstreamError(Kind.SERVER, retry_after=_retry_after(retry_after))
+    message, code, param = provider_error(body)
     if code == "context_length_exceeded":
-        return UpstreamError(Kind.CONTEXT_LENGTH, param=_safe_param(param) or "messages")
-    return UpstreamError(Kind.BAD_REQUEST, param=_safe_param(param))
+        return UpstreamError(Kind.CONTEXT_LENGTH, param=param or "messages", message=message)
+    return UpstreamError(Kind.BAD_REQUEST, param=param, message=message, code=code)
 
 
 def _retry_after(value: str | None) -> str | None:
+    """A Retry-After header (seconds or an HTTP date) as whole seconds, at least 1."""
     if value is None:
         return None
     value = value.strip()
     try:
         seconds = float(value)
     except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = (when - datetime.now(UTC)).total_seconds()
+        seconds = max(seconds, 0)
+    if seconds != seconds or seconds < 0 or seconds > 86400:  # NaN, negative, absurd
         return None
-    return str(max(1, int(seconds + 0.999))) if seconds >= 0 else None
+    return str(max(1, int(seconds + 0.999)))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+import traceback
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 
 from llm_api.config import Deployment
 
@@ -60,6 +63,8 @@ class RequestContext:
     rate_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     first_chunk: float | None = None
     """Streams: perf_counter() when the first chunk went to the client."""
+    upstream_request_id: str | None = None
+    """The provider's id for the request (its `x-request-id` or `request-id` header)."""
 
     def log_fields(self, latency: float) -> dict[str, Any]:
         return {
@@ -80,7 +85,34 @@ class RequestContext:
             "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out,
             "cost_usd": self.cost,
+            "upstream_request_id": self.upstream_request_id,
         }
+
+
+CURRENT_REQUEST: ContextVar[RequestContext | None] = ContextVar("llm_api_request", default=None)
+"""The request being served (set by the middleware): lets a backend record the provider's
+request id and send ours without threading the context through every call."""
+UPSTREAM_REQUEST_ID_HEADERS = ("x-request-id", "request-id")  # OpenAI/vLLM, Anthropic
+MAX_UPSTREAM_ID = 200
+
+
+def note_upstream_request_id(headers: Any) -> None:
+    """Record the provider's request id from its response headers on the current request."""
+    ctx = CURRENT_REQUEST.get()
+    if ctx is None:
+        return
+    for name in UPSTREAM_REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            text = str(value)[:MAX_UPSTREAM_ID]
+            if text.isascii() and text.isprintable():
+                ctx.upstream_request_id = text
+            return
+
+
+def multiprocess_dir() -> str | None:
+    """prometheus_client's multiprocess directory when several workers share /metrics."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class Metrics:
@@ -88,6 +120,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # With several workers (PROMETHEUS_MULTIPROC_DIR set by the `llm-api` command) every
+        # worker writes its values to files there and a scrape adds up every worker's.
+        self.multiprocess = multiprocess_dir() is not None
         r = self.registry
         self.requests = Counter(
             "llm_api_requests",
@@ -150,6 +185,14 @@ class Metrics:
         self.cooldowns = Counter(
             "llm_api_deployment_cooldowns", "Deployments put in cooldown.", ["model"], registry=r
         )
+
+    def scrape_registry(self) -> CollectorRegistry:
+        """The registry a scrape reads: this process's, or every worker's in multiprocess mode."""
+        if not self.multiprocess:
+            return self.registry
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
 
     def upstream(self, dep: Deployment, outcome: str, seconds: float) -> None:
         self.upstream_latency.labels(dep.model_name, dep.provider, outcome).observe(seconds)
@@ -224,6 +267,18 @@ class Redactor(logging.Filter):
                 }
         record.exc_info = record.exc_text = None
         return True
+
+
+def exception_fields(exc: BaseException, secrets: list[str]) -> dict[str, str]:
+    """An unexpected exception for a log line: its type and its traceback, redacted (provider
+    URLs, hosts, keys and ids removed as from a provider's message, and the known secrets)."""
+    from llm_api.errors import redact
+
+    text = "".join(traceback.format_exception(exc))
+    return {
+        "exc_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "traceback": redact(text, secrets, limit=20000),
+    }
 
 
 def _redact(value: str, secrets: list[str]) -> str:

@@ -1,9 +1,18 @@
 """Retries, fallbacks and cooldowns around one backend call; the same for every path.
 
 Semantics follow LiteLLM's Router settings (router_settings in the config):
+- a deployment is picked at random, in proportion to its `weight` (else `rpm`, else `tpm`, as
+  LiteLLM's simple-shuffle), among those of the group not cooling down or rate limited;
 - a failed call to a model group is retried `max_retries` times (the deployment's, default
-  `num_retries`) on rate limits, timeouts, unreachable providers and 5xx, waiting `retry_after`
-  seconds in between, each time on a deployment of the group that is not cooling down;
+  `num_retries`) on rate limits, timeouts, unreachable providers and 5xx, each time on a
+  deployment of the group that is not cooling down. Between attempts it waits with exponential
+  backoff and full jitter (`retry_backoff_base` doubling up to `retry_backoff_max`, at least
+  `retry_after`), or the provider's Retry-After when that is longer and at most
+  `max_retry_after` (a longer one ends the retries);
+- a 429 marks the deployment rate limited for the provider's Retry-After: the retry goes to
+  another deployment of the group, and when there is none the client gets the 429 with the
+  provider's Retry-After instead of an immediate retry;
+- no retry or fallback starts when it would end after `request_deadline` seconds;
 - then the group's `fallbacks` (or `context_window_fallbacks` for a context-length error) are
   tried in order, each with its own retries;
 - a deployment that fails more than `allowed_fails` times within a minute cools down for
@@ -42,6 +51,7 @@ class Router:
             collections.deque
         )
         self._cooldown_until: dict[str, float] = {}
+        self._limited_until: dict[str, float] = {}
 
     def has_model(self, name: str) -> bool:
         return name in self.groups
@@ -59,6 +69,8 @@ class Router:
         while i < len(candidates):
             group = candidates[i]
             if i:
+                if time.perf_counter() - ctx.start > self._settings.request_deadline:
+                    break
                 ctx.fallbacks += 1
                 self._metrics.fallbacks.labels(model).inc()
             i += 1
@@ -98,11 +110,14 @@ class Router:
                 self._failed(dep, exc)
                 if exc.kind not in RETRYABLE or attempt >= retries:
                     raise
+                delay = self._retry_delay(group, dep, exc, attempt, ctx)
+                if delay is None:
+                    raise
                 attempt += 1
                 ctx.retries += 1
                 self._metrics.retries.labels(dep.model_name).inc()
-                if self._settings.retry_after:
-                    await asyncio.sleep(self._settings.retry_after)
+                if delay > 0:
+                    await asyncio.sleep(delay)
                 dep = self._pick(group)
                 continue
             elapsed = time.perf_counter() - start
@@ -110,13 +125,41 @@ class Router:
             self._metrics.upstream(dep, "ok", elapsed)
             return result
 
+    def _retry_delay(
+        self, group: str, dep: Deployment, exc: UpstreamError, attempt: int, ctx: RequestContext
+    ) -> float | None:
+        """How long to wait before retrying after `exc`; None: do not retry."""
+        rs = self._settings
+        cap = min(rs.retry_backoff_max, rs.retry_backoff_base * (2**attempt))
+        delay = max(rs.retry_after, random.uniform(0, cap))  # noqa: S311  (jitter)
+        provider_wait = float(exc.retry_after) if exc.retry_after else 0.0
+        if exc.kind is Kind.RATE_LIMIT:
+            now = time.monotonic()
+            self._limited_until[dep.id] = now + (provider_wait or 1.0)
+            if not any(self._available(d, now) for d in self.groups[group]):
+                return None  # the only deployment(s) said "wait": the client is told so
+        elif provider_wait:
+            if provider_wait > rs.max_retry_after:
+                return None
+            delay = max(delay, provider_wait)
+        if time.perf_counter() + delay - ctx.start > rs.request_deadline:
+            return None
+        return delay
+
+    def _available(self, dep: Deployment, now: float) -> bool:
+        return (
+            self._cooldown_until.get(dep.id, 0.0) <= now
+            and self._limited_until.get(dep.id, 0.0) <= now
+        )
+
     def _pick(self, group: str) -> Deployment:
         deps = self.groups[group]
         if len(deps) == 1:
             return deps[0]
         now = time.monotonic()
-        healthy = [d for d in deps if self._cooldown_until.get(d.id, 0.0) <= now]
-        return random.choice(healthy or deps)  # noqa: S311  (load spreading, not security)
+        healthy = [d for d in deps if self._available(d, now)] or deps
+        weights = [d.weight for d in healthy]
+        return random.choices(healthy, weights)[0]  # noqa: S311  (load spreading, not security)
 
     def _failed(self, dep: Deployment, exc: UpstreamError) -> None:
         if exc.kind not in DEPLOYMENT_FAILURES or len(self.groups[dep.model_name]) < 2:

@@ -23,7 +23,12 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     config: Path | None = None
     """Path to the YAML config; unset means the embedded default (the demo model)."""
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    """Request body limit: 20 MiB fits a 15 MB image as base64 (or several photos). Kong must
+    not set a lower one (its default, `nginx_http_client_max_body_size = 0`, sets none)."""
+    heartbeat_seconds: float = Field(15.0, ge=0)
+    """An SSE comment is sent when a stream has sent nothing for this long (0: never), so that
+    idle timeouts in Kong or a load balancer do not cut a stream that waits for the model."""
     gateway_secret: SecretStr | None = None
     """When set, every /v1/* request must carry it in `gateway_secret_header`, and only then are
     Kong's `X-Consumer-*` headers believed. Required to listen on a non-loopback address."""

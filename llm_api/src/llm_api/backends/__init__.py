@@ -50,7 +50,14 @@ class Stream(Protocol):
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
-    async def aclose(self) -> None: ...
+    def partial_usage(self) -> Usage | None:
+        """The tokens seen so far when the stream ends early (the client went away, a failure):
+        the provider's counts when it sent them, else one output token per content chunk."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the provider's connection (closed when the answer was not read to its end)."""
+        ...
 
 
 class Backend(Protocol):

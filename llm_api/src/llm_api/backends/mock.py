@@ -60,6 +60,9 @@ class MockStream:
         out.append(DONE)
         yield b"".join(out)
 
+    def partial_usage(self) -> Usage | None:
+        return self.usage
+
     async def aclose(self) -> None:
         return None
 

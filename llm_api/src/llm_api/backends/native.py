@@ -10,21 +10,41 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
 from llm_api.backends import DONE, Usage
-from llm_api.config import Deployment
+from llm_api.backends.sse import KEEPALIVE, SSEFramer, is_comment, parse_event
+from llm_api.config import NATIVE_REQUEST_OPTIONS, Deployment
 from llm_api.errors import Kind, UpstreamError, classify_status
+from llm_api.observability import CURRENT_REQUEST, note_upstream_request_id
+
+if TYPE_CHECKING:
+    from llm_api.backends.rules import ParamRules
+
+# OpenAI's header for a caller's own request id (echoed in its logs and support requests).
+REQUEST_ID_HEADER = "X-Client-Request-Id"
 
 
 def _headers(dep: Deployment) -> dict[str, str]:
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if dep.api_key:
         headers["Authorization"] = f"Bearer {dep.api_key}"
+    options = dep.extra_params
+    if options.get("organization"):
+        headers["OpenAI-Organization"] = str(options["organization"])
+    headers.update({str(k): str(v) for k, v in (options.get("extra_headers") or {}).items()})
     return headers
+
+
+def request_headers(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` plus llm_api's request id, so that the provider's logs can be matched."""
+    ctx = CURRENT_REQUEST.get()
+    if ctx is None:
+        return headers
+    return {**headers, REQUEST_ID_HEADER: ctx.request_id}
 
 
 def transport_error(exc: BaseException) -> UpstreamError:
@@ -66,7 +86,10 @@ async def post(
     """POST `body`; the open response, or UpstreamError (`http_error` classifies a status >= 400
     from the response and its body)."""
     try:
-        resp = await session.post(url, data=body, headers=headers, timeout=client_timeout)
+        resp = await session.post(
+            url, data=body, headers=request_headers(headers), timeout=client_timeout
+        )
+        note_upstream_request_id(resp.headers)
         if resp.status >= 400:
             data = await resp.read()
             resp.release()
@@ -90,21 +113,6 @@ def _status_error(resp: aiohttp.ClientResponse, body: bytes) -> UpstreamError:
     return classify_status(resp.status, body, resp.headers.get("Retry-After"))
 
 
-class SSEFramer:
-    """Cuts a response's bytes into whole SSE events (without the blank line that ends each)."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """The events that `data` completes; an unfinished one waits for the next read."""
-        buf = self._buf + data
-        if b"\r" in buf:
-            buf = buf.replace(b"\r\n", b"\n")
-        *events, self._buf = buf.split(b"\n\n")
-        return events
-
-
 class NativeStream:
     """Re-frames the provider's SSE stream into whole events, reads usage, stops at [DONE]."""
 
@@ -112,6 +120,7 @@ class NativeStream:
         self.usage: Usage | None = None
         self._resp = resp
         self._include_usage = include_usage
+        self._content_chunks = 0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         framer = SSEFramer()
@@ -120,11 +129,11 @@ class NativeStream:
             async for data in self._resp.content.iter_any():
                 out = []
                 for ev in framer.feed(data):
-                    if done:
-                        break
                     kept = self._event(ev)
                     if kept is DONE:
                         done = True
+                        out.append(kept)
+                        break
                     if kept:
                         out.append(kept)
                 if out:
@@ -134,18 +143,25 @@ class NativeStream:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise transport_error(exc) from None
         finally:
-            self._resp.release()
+            self._resp.release()  # closes the connection unless the body was read to its end
         # The provider closed the stream without [DONE]: the answer is incomplete.
         raise UpstreamError(Kind.SERVER)
 
     def _event(self, ev: bytes) -> bytes | None:
-        if not ev.startswith(b"data:"):
-            return None  # comments (": keep-alive") and event names carry nothing for clients
-        payload = ev[5:].strip()
+        _, payload = parse_event(ev)
+        if payload is None:
+            # A provider's keep-alive comment is passed on (idle timeouts downstream see
+            # traffic); event names and ids carry nothing for clients.
+            return KEEPALIVE if ev and is_comment(ev) else None
+        payload = payload.strip()
         if payload == b"[DONE]":
             return DONE
+        if b"\n" in payload:  # several data: lines: one compact line for clients
+            payload = orjson.dumps(json_object(payload))
         if payload.startswith(b'{"error"'):
             raise UpstreamError(Kind.SERVER)
+        if b'"content":"' in payload:
+            self._content_chunks += 1
         if b'"usage"' in payload and b'"usage":null' not in payload:
             obj = json_object(payload)
             if "error" in obj:
@@ -159,14 +175,22 @@ class NativeStream:
                     return None
         return b"data: " + payload + b"\n\n"
 
+    def partial_usage(self) -> Usage | None:
+        return self.usage or Usage(0, self._content_chunks)
+
     async def aclose(self) -> None:
         self._resp.release()
 
 
 class NativeBackend:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: aiohttp.ClientSession, rules: ParamRules | None = None) -> None:
         self._session = session
+        self._rules = rules
         self._prepared: dict[str, tuple[dict[str, str], aiohttp.ClientTimeout, Any]] = {}
+        self._defaults: dict[str, dict[str, Any]] = {}
+
+    def not_ready(self) -> str | None:
+        return self._rules.not_ready() if self._rules is not None else None
 
     def _prep(self, dep: Deployment) -> tuple[dict[str, str], aiohttp.ClientTimeout, Any]:
         found = self._prepared.get(dep.id)
@@ -190,21 +214,32 @@ class NativeBackend:
         return data, Usage.from_openai(json_object(data).get("usage"))
 
     async def chat(self, dep: Deployment, body: dict[str, Any]) -> tuple[bytes, Usage | None]:
-        return await self._call(dep, "/chat/completions", {**body, "model": dep.upstream_model})
+        payload = self._payload(dep, body)
+        if dep.param_rules and self._rules is not None:
+            payload = await self._rules.apply(dep, payload)
+        return await self._call(dep, "/chat/completions", payload)
 
     async def embeddings(self, dep: Deployment, body: dict[str, Any]) -> tuple[bytes, Usage | None]:
         return await self._call(dep, "/embeddings", {**body, "model": dep.upstream_model})
+
+    def _payload(self, dep: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+        """The provider's chat body: the deployment's defaults under the client's parameters,
+        its `extra_body`, and LiteLLM's rules for the model (o-series, gpt-5) when it has any."""
+        defaults = self._defaults.get(dep.id)
+        if defaults is None:
+            defaults = {k: v for k, v in dep.extra_params.items() if k in NATIVE_REQUEST_OPTIONS}
+            defaults.update(dep.extra_params.get("extra_body") or {})
+            self._defaults[dep.id] = defaults
+        return {**defaults, **body, "model": dep.upstream_model}
 
     async def open_stream(
         self, dep: Deployment, body: dict[str, Any], include_usage: bool
     ) -> NativeStream:
         options = body.get("stream_options") or {}
-        payload = {
-            **body,
-            "model": dep.upstream_model,
-            "stream": True,
-            "stream_options": {**options, "include_usage": True},
-        }
+        payload = self._payload(dep, body)
+        if dep.param_rules and self._rules is not None:
+            payload = await self._rules.apply(dep, payload)
+        payload.update(stream=True, stream_options={**options, "include_usage": True})
         resp = await self._post(dep, "/chat/completions", payload, stream=True)
         return NativeStream(resp, include_usage)
 

@@ -41,15 +41,15 @@ import orjson
 
 from llm_api.backends import DONE, Usage
 from llm_api.backends.native import (
-    SSEFramer,
     client_timeouts,
     json_object,
     post,
     read_all,
     transport_error,
 )
+from llm_api.backends.sse import KEEPALIVE, SSEFramer, is_comment, parse_event
 from llm_api.config import Deployment
-from llm_api.errors import Kind, UpstreamError
+from llm_api.errors import Kind, UpstreamError, provider_error
 
 # Providers whose translation this path is proven to reproduce (llm_api/tests/test_fast_path.py
 # compares it with acompletion's): provider -> default base URL and request route.
@@ -81,14 +81,6 @@ def _model_dump(obj: Any) -> Any:
     if dump is None:
         raise TypeError(type(obj).__name__)
     return dump(exclude_none=True)
-
-
-def _sse_data(event: bytes) -> bytes | None:
-    """The data of an SSE event (its `data:` lines joined), None when it has none."""
-    if event.startswith(b"data:") and b"\n" not in event:
-        return event[5:].strip()
-    lines = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
-    return b"\n".join(lines) if lines else None
 
 
 @dataclass
@@ -260,7 +252,14 @@ class FastPath:
             status_code=resp.status,
             headers=dict(resp.headers),
         )
-        return self._to_upstream(error)
+        mapped = self._to_upstream(error)
+        if mapped.kind in (Kind.BAD_REQUEST, Kind.CONTEXT_LENGTH):
+            # What the provider said, from its own body (redacted), not LiteLLM's wrapping.
+            message, code, param = provider_error(body)
+            mapped.message = message or mapped.message
+            mapped.code = code or mapped.code
+            mapped.param = param or mapped.param
+        return mapped
 
     async def chat(self, body: dict[str, Any]) -> tuple[bytes, Usage | None]:
         import httpx
@@ -340,6 +339,7 @@ class FastStream:
         self._tool_calls = False
         self._finish: str | None = None
         self._usage_obj: Any = None
+        self._content_chunks = 0
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
@@ -373,15 +373,21 @@ class FastStream:
         if not self._sent_role:
             self._sent_role = True
             fields = {"role": "assistant", **fields}
+        self._content_chunks += 1
         out.append(self._chunk(fields))
 
     def _parse(self, events: list[bytes], out: list[bytes]) -> bool:
         """Parse whole events into client chunks (appended to `out`); True at the last event."""
         for event in events:
-            payload = _sse_data(event)
+            _, payload = parse_event(event)
             if not payload:
+                if event and is_comment(event):
+                    out.append(KEEPALIVE)
                 continue
             obj = json_object(payload)
+            if obj.get("type") == "ping":  # Anthropic's keep-alive: passed on as a comment
+                out.append(KEEPALIVE)
+                continue
             self._add(self._iterator.chunk_parser(obj), out)
             if obj.get("type") == "message_stop":
                 return True
@@ -431,6 +437,13 @@ class FastStream:
                 out.append(b"data: " + self._head + b',"choices":[],"usage":' + usage + b"}\n\n")
         out.append(DONE)
         return b"".join(out)
+
+    def partial_usage(self) -> Usage | None:
+        if self.usage is not None:
+            return self.usage
+        seen = Usage.from_litellm(self._usage_obj)  # Anthropic's message_start: input tokens
+        prompt = seen.prompt_tokens if seen is not None else 0
+        return Usage(prompt, self._content_chunks)
 
     async def aclose(self) -> None:
         self._resp.release()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,45 +34,21 @@ import aiohttp
 import orjson
 
 from llm_api.backends import DONE, Usage
+from llm_api.backends.native import REQUEST_ID_HEADER
 from llm_api.backends.transform import FAST_PROVIDERS, FastPath, FastStream
-from llm_api.config import Deployment
-from llm_api.errors import Kind, UpstreamError, classify_status
-from llm_api.observability import quiet_libraries
+from llm_api.config import OPENAI_CHAT_PARAMS, Deployment
+from llm_api.errors import Kind, UpstreamError, classify_status, provider_error, redact
+from llm_api.observability import (
+    CURRENT_REQUEST,
+    exception_fields,
+    note_upstream_request_id,
+    quiet_libraries,
+)
 
 # OpenAI request parameters passed on to LiteLLM. Anything else in a client's body is dropped:
 # LiteLLM also reads its own control parameters (api_base, api_key, mock_response, headers, ...)
 # from the same keyword arguments, and a client must not be able to set those.
-CHAT_PARAMS = frozenset(
-    {
-        "messages",
-        "frequency_penalty",
-        "logit_bias",
-        "logprobs",
-        "top_logprobs",
-        "max_tokens",
-        "max_completion_tokens",
-        "n",
-        "presence_penalty",
-        "response_format",
-        "seed",
-        "stop",
-        "stream",
-        "stream_options",
-        "temperature",
-        "top_p",
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "user",
-        "functions",
-        "function_call",
-        "reasoning_effort",
-        "modalities",
-        "audio",
-        "prediction",
-        "service_tier",
-    }
-)
+CHAT_PARAMS = OPENAI_CHAT_PARAMS
 EMBEDDING_PARAMS = frozenset({"input", "dimensions", "encoding_format", "user"})
 # A deployment's extra litellm_params the fast path reproduces; any other sends it to acompletion.
 FAST_PATH_EXTRA_PARAMS = (CHAT_PARAMS - {"messages", "stream", "stream_options"}) | {"drop_params"}
@@ -104,6 +81,33 @@ def import_litellm() -> Any:
     litellm.disable_streaming_logging = True
     quiet_libraries()
     return litellm
+
+
+def start_import() -> asyncio.Future[Any]:
+    """Import LiteLLM in a thread (the service serves meanwhile); the future of the module."""
+    future: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(import_litellm))
+    future.add_done_callback(_log_import_failure)
+    return future
+
+
+def import_state(future: asyncio.Future[Any]) -> str | None:
+    """None once LiteLLM is imported; else why the models that need it cannot be served."""
+    if not future.done():
+        return "litellm_importing"
+    if future.cancelled() or future.exception() is not None:
+        return "litellm_import_failed"
+    return None
+
+
+def _log_import_failure(future: asyncio.Future[Any]) -> None:
+    if future.cancelled() or future.exception() is None:
+        return
+    exc = future.exception()
+    assert exc is not None
+    logging.getLogger("llm_api").error(
+        "LiteLLM could not be imported: the models that need it are not served",
+        extra={"fields": exception_fields(exc, [])},
+    )
 
 
 def _connection_failure(exc: BaseException) -> bool:
@@ -147,7 +151,8 @@ def _retry_after(exc: BaseException) -> str | None:
 def classify(litellm: Any, exc: BaseException) -> UpstreamError | None:
     """Map a LiteLLM exception to an UpstreamError; None when it is not an upstream failure."""
     if isinstance(exc, litellm.ContextWindowExceededError):
-        return UpstreamError(Kind.CONTEXT_LENGTH, param="messages")
+        message, _, _ = _provider_message(exc)
+        return UpstreamError(Kind.CONTEXT_LENGTH, param="messages", message=message)
     if isinstance(exc, litellm.Timeout):
         return UpstreamError(Kind.TIMEOUT)
     if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
@@ -157,7 +162,8 @@ def classify(litellm: Any, exc: BaseException) -> UpstreamError | None:
     if isinstance(exc, litellm.APIConnectionError):
         return UpstreamError(Kind.CONNECTION)
     if isinstance(exc, litellm.BadRequestError | litellm.UnprocessableEntityError):
-        return UpstreamError(Kind.BAD_REQUEST)
+        message, code, param = _provider_message(exc)
+        return UpstreamError(Kind.BAD_REQUEST, param=param, message=message, code=code)
     status = getattr(exc, "status_code", None)
     if isinstance(exc, litellm.APIError | litellm.InternalServerError) or isinstance(status, int):
         if _connection_failure(exc):
@@ -166,6 +172,41 @@ def classify(litellm: Any, exc: BaseException) -> UpstreamError | None:
     if isinstance(exc, aiohttp.ClientError | ConnectionError):
         return UpstreamError(Kind.CONNECTION)
     return None
+
+
+def _provider_message(exc: BaseException) -> tuple[str | None, str | None, str | None]:
+    """The provider's (message, code, param) inside a LiteLLM exception, redacted.
+
+    The exception is classified by its class; its text is only mined for what the provider
+    said: the error body LiteLLM keeps (`body`), else the JSON in its message
+    ("litellm.BadRequestError: OpenAIException - {...}"), else the message after that prefix.
+    """
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and body:
+        found = provider_error(orjson.dumps(body if "error" in body else {"error": body}))
+        if found[0]:
+            return found
+    text = str(getattr(exc, "message", "") or "")
+    brace, end = text.find("{"), text.rfind("}")
+    if 0 <= brace < end:
+        found = provider_error(text[brace : end + 1].encode())
+        if found[0]:
+            return found
+    _, sep, rest = text.partition("Exception - ")
+    return (redact(rest.strip()) or None) if sep else None, None, None
+
+
+def _note_provider_id(obj: Any) -> None:
+    """Record the provider's request id LiteLLM kept from the response headers."""
+    hidden = getattr(obj, "_hidden_params", None)
+    headers = hidden.get("additional_headers") if isinstance(hidden, dict) else None
+    if isinstance(headers, dict):
+        note_upstream_request_id(
+            {
+                "x-request-id": headers.get("llm_provider-x-request-id"),
+                "request-id": headers.get("llm_provider-request-id"),
+            }
+        )
 
 
 def _usage(obj: Any) -> Usage | None:
@@ -178,10 +219,14 @@ class TranslatedStream:
         self._litellm = litellm
         self._stream = stream
         self._include_usage = include_usage
+        self._content_chunks = 0
+        _note_provider_id(stream)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._stream:
+                if chunk.choices and getattr(chunk.choices[0].delta, "content", None):
+                    self._content_chunks += 1
                 usage = _usage(chunk)
                 data = chunk.model_dump(exclude_none=True)
                 if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
@@ -198,7 +243,17 @@ class TranslatedStream:
             raise mapped from None
         yield DONE
 
+    def partial_usage(self) -> Usage | None:
+        return self.usage or Usage(0, self._content_chunks)
+
     async def aclose(self) -> None:
+        # The provider's response under LiteLLM's wrapper: closing it closes the connection of
+        # an unfinished stream (a client that went away), where the wrapper's own aclose may not.
+        response = getattr(getattr(self._stream, "completion_stream", None), "response", None)
+        close_response = getattr(response, "aclose", None)
+        if close_response is not None:
+            with contextlib.suppress(Exception):
+                await close_response()
         close = getattr(self._stream, "aclose", None)
         if close is not None:
             with contextlib.suppress(Exception):  # closing an already failed stream
@@ -208,13 +263,13 @@ class TranslatedStream:
 class TranslatedBackend:
     """The fast path or LiteLLM's acompletion/aembedding; LiteLLM is imported in a thread at start.
 
-    The service is ready (and the native path serves) while the import runs; a translated
-    request made in those first seconds waits for it. The fast path posts on `session`, the app's
-    shared one (the app closes it).
+    The native path serves while the import runs, and readiness reports it (`not_ready`); a
+    translated request made in those first seconds waits for it. The fast path posts on
+    `session`, the app's shared one (the app closes it).
     """
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._import: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(import_litellm))
+    def __init__(self, session: aiohttp.ClientSession, litellm_import: asyncio.Future[Any]) -> None:
+        self._import = litellm_import
         self._litellm: Any = None
         self._session = session
         self._fast: dict[str, FastPath | None] = {}
@@ -227,6 +282,10 @@ class TranslatedBackend:
     async def aclose(self) -> None:
         if not self._import.done():
             self._import.cancel()
+
+    def not_ready(self) -> str | None:
+        """Readiness: the translated models can be served once LiteLLM is imported."""
+        return import_state(self._import)
 
     async def _fast_path(self, dep: Deployment) -> FastPath | None:
         """The deployment's fast path, built on its first request; None: it uses acompletion."""
@@ -272,6 +331,11 @@ class TranslatedBackend:
             kwargs["api_key"] = dep.api_key
         if dep.mock_response is not None:
             kwargs["mock_response"] = dep.mock_response
+        ctx = CURRENT_REQUEST.get()
+        if ctx is not None:
+            headers = dict(kwargs.get("extra_headers") or {})
+            headers[REQUEST_ID_HEADER] = ctx.request_id
+            kwargs["extra_headers"] = headers
         return kwargs
 
     async def _run(self, call: str, kwargs: dict[str, Any]) -> Any:
@@ -292,6 +356,7 @@ class TranslatedBackend:
         kwargs.pop("stream", None)
         kwargs.pop("stream_options", None)
         resp = await self._run("acompletion", kwargs)
+        _note_provider_id(resp)
         return orjson.dumps(resp.model_dump(exclude_none=True)), _usage(resp)
 
     async def open_stream(
