@@ -492,6 +492,8 @@ def _allowed(
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in net for net in networks)
+
+
 def _endpoint(path: str) -> str:
     """The metrics label of a path: a known endpoint, else "other" (bounded label values)."""
     if path in ENDPOINTS:
