@@ -30,7 +30,8 @@ from conftest import (
     sse_events,
 )
 from llm_api.config import ConfigError, parse_config
-from llm_api.quotas import reset_text
+from llm_api.quotas import Quotas, reset_text
+from prometheus_client import CollectorRegistry
 from redis_server import RedisServer
 
 MODEL = "native-ok"
@@ -330,6 +331,28 @@ def check_usage_command(cfg: dict[str, Any], tmp_path: Path, cost: float) -> Non
     bad = subprocess.run([*cmd, "--day", "yesterday"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2
     assert "--day" in bad.stderr
+
+
+async def test_settlements_survive_a_lost_script_cache(redis_up: RedisServer) -> None:
+    """Settlements go out in pipelines of EVALSHA; a Redis that lost its scripts (restarted
+    between a reservation and its settlement) gets the script loaded again."""
+    cfg = config("http://127.0.0.1:9", redis_up.url, default={"tokens_per_minute": 1000})
+    quotas = Quotas(parse_config(cfg, "t", {PROVIDER_ENV: PROVIDER_KEY}), CollectorRegistry())
+    await quotas.start()
+    try:
+        reservations = [
+            (await quotas.reserve("c-lost", body(words=5, max_tokens=10), True))[0]
+            for _ in range(3)
+        ]
+        assert used(redis_up, "c-lost") == sum(r.amount for r in reservations)
+        redis_up.client().script_flush()
+        for res in reservations:
+            quotas.settle(res, MODEL, True, 5, 3, None)
+        await asyncio.wait(list(quotas._tasks), timeout=10)
+        assert used(redis_up, "c-lost") == 3 * 8
+        assert quotas.misses.labels("settle")._value.get() == 0
+    finally:
+        await quotas.stop()
 
 
 # --- Redis outages ----------------------------------------------------------------------------

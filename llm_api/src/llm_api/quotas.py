@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from llm_api.config import Config, QuotaConfig
 from llm_api.errors import ApiError
@@ -166,6 +166,8 @@ class Quotas:
         self._script: Any = None
         self._down_until = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: list[list[Any]] = []
+        self._flushing = False
         self.misses = Counter(
             "llm_api_quota_misses",
             "Requests served without a quota check or accounting because Redis failed "
@@ -330,11 +332,51 @@ class Quotas:
         account = served and known
         if not account and (delta == 0 or not (res.limited_minute or res.limited_day)):
             return
-        task = asyncio.create_task(self._settle(res, model, delta, account, tin, tout, cost))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._pending.append(self._settle_args(res, model, delta, account, tin, tout, cost))
+        if not self._flushing:  # one flusher at a time; it takes whatever piled up meanwhile
+            self._flushing = True
+            task = asyncio.create_task(self._flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _settle(
+    async def _flush(self) -> None:
+        """Send the pending settlements, several per round trip (a pipeline of EVALSHA):
+        under load this divides the client's per-command cost."""
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    if not self._redis_ok() or self.redis is None:
+                        raise ConnectionError("redis backing off")
+                    await self._send(batch)
+                except (RedisError, OSError):
+                    self._redis_failed("settle")
+                    self.misses.labels("settle").inc(len(batch))
+        finally:
+            self._flushing = False  # no await since the last check: nothing can slip in between
+
+    async def _send(self, batch: list[list[Any]]) -> None:
+        assert self.redis is not None
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for keys_args in batch:
+                pipe.evalsha(self._script.sha, 2, *keys_args)
+            results = await pipe.execute(raise_on_error=False)
+            missing = [
+                b for b, r in zip(batch, results, strict=True) if isinstance(r, NoScriptError)
+            ]
+            failed = [
+                r for r in results if isinstance(r, Exception) and not isinstance(r, NoScriptError)
+            ]
+            if failed:
+                raise failed[0]
+            if not missing or attempt == 2:
+                return
+            # Redis lost its script cache (a restart): load the script once, send those again.
+            await self.redis.script_load(SCRIPT)
+            batch = missing
+
+    def _settle_args(
         self,
         res: Reservation,
         model: str,
@@ -343,7 +385,7 @@ class Quotas:
         tin: int,
         tout: int,
         cost: float | None,
-    ) -> None:
+    ) -> list[Any]:
         cfg = self.config
         assert cfg is not None
         day = "" if not account else (usage_day(res.day) if res.day >= 0 else "today")
@@ -363,13 +405,7 @@ class Quotas:
         ]
         if day == "today":
             args[6] = datetime.now(UTC).strftime("%Y-%m-%d")
-        try:
-            if not self._redis_ok():
-                raise ConnectionError("redis backing off")
-            await self._script(keys=self._keys(res.consumer), args=args)
-        except (RedisError, OSError):
-            self._redis_failed("settle")
-            self.misses.labels("settle").inc()
+        return [*self._keys(res.consumer), *args]
 
 
 def _headers(limit: int, remaining: int, reset_ms: int) -> list[tuple[bytes, bytes]]:
