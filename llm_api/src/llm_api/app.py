@@ -113,9 +113,12 @@ def _gateway(request: Request) -> Gateway:
     return gw
 
 
-def _set_usage(ctx: RequestContext, usage: Usage | None) -> None:
+def _set_usage(ctx: RequestContext, usage: Usage | None, reported: bool = True) -> None:
+    """Record a request's tokens; `reported`: the provider's own counts (a stream cut short has
+    only llm_api's count of what it received, which quotas must not settle to)."""
     if usage is not None:
         ctx.tokens_in, ctx.tokens_out = usage.prompt_tokens, usage.completion_tokens
+        ctx.usage_reported = reported
 
 
 CLIENT_CLOSED = 499  # nginx's (and Kong's log's) status for a client that went away
@@ -195,7 +198,8 @@ class SSEResponse(Response):
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await self._stream.aclose()
-            _set_usage(ctx, self._stream.usage or self._stream.partial_usage())
+            usage = self._stream.usage
+            _set_usage(ctx, usage or self._stream.partial_usage(), reported=usage is not None)
         if self._client_gone:
             ctx.status = CLIENT_CLOSED
             ctx.error_code = "client_closed"
@@ -466,13 +470,17 @@ class GatewayMiddleware:
             ctx.cost = self.prices.cost(ctx.deployment, ctx.tokens_in or 0, ctx.tokens_out or 0)
         self.metrics.finish(ctx, model or "", latency)
         if ctx.reservation is not None and gw is not None:
+            # A stream the client left was answered in part: the provider generated (and bills)
+            # tokens, so its reservation is settled like a served answer's, not released.
+            answered = served or (ctx.stream and ctx.status == CLIENT_CLOSED)
+            reported = ctx.usage_reported
             gw.quotas.settle(
                 ctx.reservation,
                 model or "",
-                served,
-                ctx.tokens_in,
-                ctx.tokens_out,
-                ctx.cost,
+                answered,
+                ctx.tokens_in if reported else None,
+                ctx.tokens_out if reported else None,
+                ctx.cost if reported else None,
             )
         if self.access_log and ctx.endpoint not in ("/health/live", "/health/ready", "/metrics"):
             level = logging.WARNING if ctx.status >= 500 else logging.INFO

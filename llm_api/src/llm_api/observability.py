@@ -55,6 +55,8 @@ class RequestContext:
     upstream_seconds: float = 0.0
     tokens_in: int | None = None
     tokens_out: int | None = None
+    usage_reported: bool = False
+    """tokens_in/out are the provider's counts (not llm_api's count of a stream cut short)."""
     consumer_label: str = "anonymous"
     """`consumer` as a metric label: a configured consumer, `anonymous` or `other`."""
     cost: float | None = None
