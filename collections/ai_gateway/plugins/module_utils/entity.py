@@ -53,6 +53,18 @@ def normalize(value, unordered=False):
     return value
 
 
+def merged(base, given):
+    """`given` merged into a copy of `base` key by key, nested maps too (Kong's defaults of a
+    record with the fields a user gave, or a stored config with the keys a user changed)."""
+    out = copy.deepcopy(base) if isinstance(base, dict) else {}
+    for name, value in (given or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(name), dict):
+            out[name] = merged(out[name], value)
+        else:
+            out[name] = value
+    return out
+
+
 def fk(entity_id):
     """Kong's JSON shape of a foreign key."""
     return {"id": entity_id} if entity_id else None
@@ -219,9 +231,6 @@ def reconcile(kind, items, bulk):
     declared_ids = set()
 
     for item in items:
-        error = kind.check_item(item)
-        if error:
-            module.fail_json(msg=error)
         state = kind.state = item.get("state") or params["state"]
         ident = kind.identity(item)
         try:
@@ -307,6 +316,11 @@ def run_entity_module(kind_class, mutually_exclusive=None, required_one_of=None)
     items = params["entities"] if bulk else [single]
     # Secrets inside options that are not no_log as a whole (a plugin's config, `entities`).
     masker.protect(items)
+    # Every item is checked before the first request: bad input changes nothing.
+    for index, item in enumerate(items):
+        error = kind.check_item(item)
+        if error:
+            module.fail_json(msg=("entities[%d]: %s" % (index, error)) if bulk else error)
     try:
         client.node()
         if bulk:

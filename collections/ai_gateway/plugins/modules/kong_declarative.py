@@ -21,6 +21,9 @@ description:
   - The diff compares the entities of the new configuration with C(GET /config), entity by entity,
     leaving out ids, timestamps and the defaults Kong fills in; keys and passwords are masked.
   - decK cannot manage DB-less nodes (it needs entity writes); this module can.
+  - C(upstreams) with their C(targets) are compared as Kong stores them (a target without a port
+    compares as C(host:8000), Kong's default; IPv6 targets expanded). An upstream whose name is
+    an IP address or has a port fails before anything is sent.
 author:
   - ai-gateway project (@ai-gateway)
 extends_documentation_fragment:
@@ -86,6 +89,7 @@ entities:
   sample: {services: 1, routes: 1, plugins: 1, consumers: 1, keyauth_credentials: 1}
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -100,6 +104,11 @@ from ansible_collections.ai_gateway.kong.plugins.module_utils.kong import (
     kong_argument_spec,
 )
 from ansible_collections.ai_gateway.kong.plugins.module_utils.masking import Masker
+from ansible_collections.ai_gateway.kong.plugins.module_utils.targets import (
+    KONG_DEFAULT_TARGET_PORT,
+    normalize_target,
+    upstream_name_error,
+)
 
 if HAS_YAML:
     import yaml
@@ -213,6 +222,13 @@ def canonical(config, masker):
         for row in rows:
             if kind == "services" and row.get("url"):
                 row = dict(row, **split_url(row.pop("url")))
+            if kind == "targets" and row.get("target"):
+                # Compared as Kong stores it (kong/db/dao/targets.lua format_target); an
+                # invalid one is left for Kong to refuse with its own message.
+                with contextlib.suppress(ValueError):
+                    row = dict(
+                        row, target=normalize_target(row["target"], KONG_DEFAULT_TARGET_PORT)
+                    )
             clean = {}
             for field, value in row.items():
                 if field in VOLATILE or value in (None, [], {}):
@@ -245,6 +261,16 @@ def diff_views(current, desired):
                 before.setdefault(kind, {})[name] = old
                 after.setdefault(kind, {})[name] = new
     return before, after
+
+
+def check_upstreams(config):
+    """An error message for an upstream name Kong would refuse (an IP address, a port), else
+    None: the configuration is not sent at all then."""
+    for index, upstream in enumerate((config or {}).get("upstreams") or []):
+        error = upstream_name_error((upstream or {}).get("name") or "")
+        if error:
+            return "config upstreams[%d].name: %s" % (index, error)
+    return None
 
 
 def load_text(module):
@@ -294,6 +320,9 @@ def main():
         module.fail_json(msg="the declarative configuration must be a mapping")
     # Its secrets (keys, passwords, secret headers) stay out of the printed invocation.
     masker.protect(desired)
+    error = check_upstreams(desired)
+    if error:
+        module.fail_json(msg=error)
     # Kong's own identity of a configuration (kong/db/declarative/parse.lua), not a security use.
     new_hash = hashlib.md5(to_bytes(text)).hexdigest()  # noqa: S324
     if not any(flatten(desired).values()):

@@ -40,9 +40,10 @@ options:
   entities:
     description:
       - Kinds of entities to list. None lists none (only node information is returned).
+      - V(targets) lists the targets of every upstream (Kong has no listing of all targets).
     type: list
     elements: str
-    choices: [services, routes, consumers, plugins, key-auths]
+    choices: [services, routes, consumers, plugins, key-auths, upstreams, targets]
     default: []
   tags:
     description:
@@ -124,7 +125,15 @@ def main():
             type="list",
             elements="str",
             default=[],
-            choices=["services", "routes", "consumers", "plugins", "key-auths"],
+            choices=[
+                "services",
+                "routes",
+                "consumers",
+                "plugins",
+                "key-auths",
+                "upstreams",
+                "targets",
+            ],
         ),
         tags=dict(type="list", elements="str", default=[]),
     )
@@ -136,7 +145,16 @@ def main():
         status = client.read("/status")
         entities = {}
         for kind in module.params["entities"]:
-            entities[kind] = client.list("/%s" % kind, tags=module.params["tags"])
+            if kind == "targets":
+                # Kong has no /targets listing (endpoints.disable): per upstream.
+                entities[kind] = [
+                    target
+                    for upstream in client.list("/upstreams")
+                    for target in client.list("/upstreams/%s/targets" % upstream["id"])
+                    if set(module.params["tags"]) <= set(target.get("tags") or [])
+                ]
+            else:
+                entities[kind] = client.list("/%s" % kind, tags=module.params["tags"])
     except KongError as e:
         masker.fail(e)
     plugins = node.get("plugins") or {}

@@ -192,6 +192,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible_collections.ai_gateway.kong.plugins.module_utils.entity import (
     EntityKind,
     fk_id,
+    merged,
     run_entity_module,
 )
 from ansible_collections.ai_gateway.kong.plugins.module_utils.kong import KongError, segment
@@ -231,17 +232,6 @@ def with_defaults(fields, given, stored):
             out[name] = copy.deepcopy(definition.get("default"))
     for name, value in given.items():
         out.setdefault(name, value)  # keys unknown to the schema: Kong will judge them
-    return out
-
-
-def overlay(base, given):
-    """`given` merged into `base` key by key (when Kong answers the schema read with no body)."""
-    out = copy.deepcopy(base) if isinstance(base, dict) else {}
-    for name, value in (given or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(name), dict):
-            out[name] = overlay(out[name], value)
-        else:
-            out[name] = value
     return out
 
 
@@ -356,7 +346,8 @@ class Plugin(EntityKind):
             ):
                 out["protocols"] = definitions["protocols"]["default"]
         else:
-            out["config"] = overlay(stored_config, item.get("config"))
+            # Kong answered the schema read without a body: keep what it stores, change the rest.
+            out["config"] = merged(stored_config, item.get("config"))
         return out
 
     def payload(self, item, desired):

@@ -176,3 +176,66 @@ def test_a_missing_config_endpoint_is_a_failure(dbless, run_module):
     assert result["failed"] is True
     assert "GET /config failed: HTTP 404" in result["msg"]
     assert [c for c in dbless.calls if c[0] == "POST"] == []
+
+
+UPSTREAMS = {
+    "_format_version": "3.0",
+    "upstreams": [
+        {
+            "name": "llm.upstream",
+            "healthchecks": {"active": {"http_path": "/health/ready"}},
+            "targets": [{"target": "10.0.0.1:8080"}, {"target": "010.0.0.2", "weight": 0}],
+        }
+    ],
+    "services": [{"name": "llm", "host": "llm.upstream", "port": 80}],
+}
+
+
+def test_upstreams_with_targets_compare_as_kong_stores_them(dbless, run_module):
+    # What GET /config shows: flat targets with ids, Kong's port and defaults filled in.
+    dbless.config_text = json.dumps(
+        {
+            "_format_version": "3.0",
+            "upstreams": [
+                {
+                    "id": "u1",
+                    "name": "llm.upstream",
+                    "algorithm": "round-robin",
+                    "healthchecks": {"active": {"http_path": "/health/ready", "timeout": 1}},
+                }
+            ],
+            "targets": [
+                {"id": "t1", "target": "10.0.0.1:8080", "weight": 100, "upstream": {"id": "u1"}},
+                {"id": "t2", "target": "10.0.0.2:8000", "weight": 0, "upstream": {"id": "u1"}},
+            ],
+            "services": [{"id": "s1", "name": "llm", "host": "llm.upstream", "port": 80}],
+        }
+    )
+    result = run_module(kong_declarative, {"admin_url": URL, "config": UPSTREAMS}, check=True)
+    assert result["diff"] == {"before": {}, "after": {}}
+    changed = json.loads(json.dumps(UPSTREAMS))
+    changed["upstreams"][0]["targets"][1]["weight"] = 100
+    result = run_module(kong_declarative, {"admin_url": URL, "config": changed}, check=True)
+    assert result["diff"]["before"] == {
+        "targets": {
+            "10.0.0.2:8000@llm.upstream": {
+                "target": "10.0.0.2:8000",
+                "upstream": "llm.upstream",
+                "weight": 0,
+            }
+        }
+    }
+    assert result["diff"]["after"]["targets"]["10.0.0.2:8000@llm.upstream"]["weight"] == 100
+    assert run_module(kong_declarative, {"admin_url": URL, "config": UPSTREAMS})["entities"] == {
+        "upstreams": 1,
+        "targets": 2,
+        "services": 1,
+    }
+
+
+def test_an_upstream_named_by_an_ip_address_is_refused_before_posting(dbless, run_module):
+    config = {"_format_version": "3.0", "upstreams": [{"name": "x.test"}, {"name": "10.0.0.9"}]}
+    result = run_module(kong_declarative, {"admin_url": URL, "config": config})
+    assert result["failed"] is True
+    assert result["msg"].startswith("config upstreams[1].name: '10.0.0.9' is an IP address")
+    assert dbless.calls == []

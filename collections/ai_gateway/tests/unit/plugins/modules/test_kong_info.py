@@ -54,3 +54,15 @@ def test_a_missing_listing_endpoint_fails_with_kongs_message(kong, run_module):
     result = run_module(kong_info, {"admin_url": URL, "entities": ["key-auths"]})
     assert result["failed"] is True
     assert "GET /key-auths failed: HTTP 404 not found: Not found" in result["msg"]
+
+
+def test_targets_are_listed_per_upstream(kong, run_module):
+    for name in ("a", "b"):
+        up = kong.add("upstreams", name=name)
+        kong.add("targets", upstream={"id": up["id"]}, target="%s.test:1" % name, tags=["gw"])
+        kong.add("targets", upstream={"id": up["id"]}, target="%s.test:2" % name)
+    result = run_module(
+        kong_info, {"admin_url": URL, "entities": ["upstreams", "targets"], "tags": ["gw"]}
+    )
+    assert sorted(t["target"] for t in result["entities"]["targets"]) == ["a.test:1", "b.test:1"]
+    assert "/targets" not in [c[1] for c in kong.calls]
