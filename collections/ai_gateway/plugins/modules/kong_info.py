@@ -15,8 +15,8 @@ version_added: 1.0.0
 description:
   - Returns Kong's version and edition, its database mode (V(postgres), or V(off) for DB-less),
     the node status (C(GET /status)) and, optionally, entities filtered by tags.
-  - Secrets in the returned entities (keys, passwords, tokens, secret header values; see
-    O(secret_headers)) are masked.
+  - Secrets in the returned entities (keys, certificates' private keys, passwords, tokens, secret
+    header values; see O(secret_headers)) are masked.
   - A kind of entity whose endpoint Kong does not have (for example C(key-auths) when Kong does
     not load the key-auth plugin) fails with Kong's message rather than returning an empty list.
 author:
@@ -43,7 +43,16 @@ options:
       - V(targets) lists the targets of every upstream (Kong has no listing of all targets).
     type: list
     elements: str
-    choices: [services, routes, consumers, plugins, key-auths, upstreams, targets]
+    choices:
+      - services
+      - routes
+      - consumers
+      - plugins
+      - key-auths
+      - upstreams
+      - targets
+      - certificates
+      - ca_certificates
     default: []
   tags:
     description:
@@ -133,6 +142,8 @@ def main():
                 "key-auths",
                 "upstreams",
                 "targets",
+                "certificates",
+                "ca_certificates",
             ],
         ),
         tags=dict(type="list", elements="str", default=[]),

@@ -66,3 +66,13 @@ def test_targets_are_listed_per_upstream(kong, run_module):
     )
     assert sorted(t["target"] for t in result["entities"]["targets"]) == ["a.test:1", "b.test:1"]
     assert "/targets" not in [c[1] for c in kong.calls]
+
+
+def test_certificates_are_listed_with_their_keys_masked(kong, run_module):
+    kong.add(
+        "certificates", cert="CERT", key="PRIVATE-KEY-TEXT", key_alt="ALT-KEY-TEXT", snis=["a"]
+    )
+    result = run_module(kong_info, {"admin_url": URL, "entities": ["certificates"]})
+    (cert,) = result["entities"]["certificates"]
+    assert (cert["cert"], cert["key"], cert["key_alt"]) == ("CERT", "********", "********")
+    assert "KEY-TEXT" not in json.dumps(result)
