@@ -5,7 +5,9 @@ Used by playbooks/verify.yml: one process sends the whole burst, so the requests
 one rate-limit window however slow Ansible is on the host. Standard library only, so that it
 runs on any host with Python 3.
 
-Usage: AI_GATEWAY_KEY=... rate_limit_burst.py URL MAX [HEADER]
+Usage: rate_limit_burst.py URL MAX [HEADER] <<<"$KEY"   (or AI_GATEWAY_KEY=... in the environment)
+The key is read from standard input so that it never appears in a command line or an
+environment that Ansible prints at high verbosity.
 Prints one JSON object: {"sent": N, "status": S, "headers": {...}} for the last response
 (status -1 and "error" when the gateway could not be reached).
 """
@@ -32,7 +34,7 @@ def send(url: str, header: str, key: str) -> tuple[int, dict[str, str]]:
 def main() -> int:
     url, maximum = sys.argv[1], int(sys.argv[2])
     header = sys.argv[3] if len(sys.argv) > 3 else "apikey"
-    key = os.environ["AI_GATEWAY_KEY"]
+    key = os.environ.get("AI_GATEWAY_KEY") or sys.stdin.readline().strip()
     if not url.startswith(("http://", "https://")):
         print(json.dumps({"sent": 0, "status": -1, "headers": {}, "error": "not an http(s) URL"}))
         return 0
