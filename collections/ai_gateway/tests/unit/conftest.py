@@ -99,6 +99,15 @@ PLUGIN_SCHEMAS = {
             }
         },
     ],
+    "request-transformer": [
+        {
+            name: {
+                "type": "record",
+                "fields": [{"headers": {"type": "array", "default": []}}],
+            }
+        }
+        for name in ("remove", "add", "append")
+    ],
 }
 
 

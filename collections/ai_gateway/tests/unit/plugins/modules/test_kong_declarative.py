@@ -124,3 +124,55 @@ def test_post_with_check_hash_decides_when_status_has_no_hash(dbless, run_module
     assert result["changed"] is False
     posts = [c for c in dbless.calls if c[0] == "POST"]
     assert len(posts) == 1
+
+
+SECRET_CONFIG = {
+    "_format_version": "3.0",
+    "services": [
+        {
+            "name": "llm",
+            "url": "http://u.test:8080",
+            "routes": [
+                {
+                    "name": "llm",
+                    "paths": ["/llm"],
+                    "plugins": [
+                        {
+                            "name": "request-transformer",
+                            "config": {"add": {"headers": ["X-Gateway-Secret:decl-0ld-s3cret"]}},
+                        }
+                    ],
+                }
+            ],
+            "plugins": [
+                {"name": "rate-limiting", "config": {"minute": 5, "redis_password": "decl-pw"}}
+            ],
+        }
+    ],
+    "consumers": [{"username": "alice", "keyauth_credentials": [{"key": "decl-key-123"}]}],
+}
+
+
+def test_nested_secrets_are_masked_and_a_changed_one_shows(dbless, run_module):
+    dbless.config_text = json.dumps(SECRET_CONFIG)
+    changed = json.loads(json.dumps(SECRET_CONFIG).replace("decl-0ld", "decl-new"))
+    result = run_module(kong_declarative, {"admin_url": URL, "config": changed}, check=True)
+    assert result["changed"] is True
+    text = json.dumps(result)
+    for secret in ("decl-0ld-s3cret", "decl-new-s3cret", "decl-pw", "decl-key-123"):
+        assert secret not in text
+    # Only the request-transformer differs, and its header value differs by fingerprint.
+    assert list(result["diff"]["after"]) == ["plugins"]
+    (name,) = result["diff"]["after"]["plugins"]
+    before = result["diff"]["before"]["plugins"][name]["config"]["add"]["headers"][0]
+    after = result["diff"]["after"]["plugins"][name]["config"]["add"]["headers"][0]
+    assert before.startswith("X-Gateway-Secret:******** (")
+    assert before != after
+
+
+def test_a_missing_config_endpoint_is_a_failure(dbless, run_module):
+    dbless.errors[("GET", "/config")] = (404, {"message": "Not found"})
+    result = run_module(kong_declarative, {"admin_url": URL, "config": CONFIG})
+    assert result["failed"] is True
+    assert "GET /config failed: HTTP 404" in result["msg"]
+    assert [c for c in dbless.calls if c[0] == "POST"] == []
