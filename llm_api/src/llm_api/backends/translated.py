@@ -264,8 +264,8 @@ class TranslatedBackend:
     """The fast path or LiteLLM's acompletion/aembedding; LiteLLM is imported in a thread at start.
 
     The native path serves while the import runs, and readiness reports it (`not_ready`); a
-    translated request made in those first seconds waits for it. The fast path posts on `session`, the app's
-    shared one (the app closes it).
+    translated request made in those first seconds waits for it. The fast path posts on
+    `session`, the app's shared one (the app closes it).
     """
 
     def __init__(self, session: aiohttp.ClientSession, litellm_import: asyncio.Future[Any]) -> None:
