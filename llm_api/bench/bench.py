@@ -166,6 +166,9 @@ def main() -> None:
     parser.add_argument("--proxy-venv", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument(
+        "--ready-timeout", type=float, default=300, help="seconds a target may take to start"
+    )
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -296,7 +299,7 @@ def main() -> None:
                 log = (out / f"{name}.log").open("wb")
                 proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
                 procs.append(proc)
-                ready = wait_ready(ready_url, proc)
+                ready = wait_ready(ready_url, proc, args.ready_timeout)
                 # Measure only once every path answers (llm_api imports LiteLLM in the
                 # background after ready: that CPU must not land in the first cells).
                 url = f"http://127.0.0.1:{ports[name]}/v1/chat/completions"
