@@ -171,6 +171,9 @@ def main() -> None:
     parser.add_argument(
         "--only-quotas", action="store_true", help="only the quotas-on vs quotas-off comparison"
     )
+    parser.add_argument(
+        "--ready-timeout", type=float, default=300, help="seconds a target may take to start"
+    )
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -303,7 +306,7 @@ def main() -> None:
                 log = (out / f"{name}.log").open("wb")
                 proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
                 procs.append(proc)
-                ready = wait_ready(ready_url, proc)
+                ready = wait_ready(ready_url, proc, args.ready_timeout)
                 # Measure only once every path answers (llm_api imports LiteLLM in the
                 # background after ready: that CPU must not land in the first cells).
                 url = f"http://127.0.0.1:{ports[name]}/v1/chat/completions"

@@ -544,8 +544,10 @@ def create_app(settings: Settings | None = None, config: Config | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         quiet_libraries()
         connector = aiohttp.TCPConnector(limit=settings.upstream_max_connections, ttl_dns_cache=300)
-        # trust_env: HTTP(S)_PROXY and NO_PROXY apply to every provider, as on LiteLLM's path.
-        session = aiohttp.ClientSession(connector=connector, trust_env=True)
+        # HTTP(S)_PROXY and NO_PROXY apply to every provider, as on LiteLLM's path: resolved once
+        # per deployment (backends/native.py: env_proxy), not by aiohttp's trust_env, which
+        # re-reads the environment and ~/.netrc in a thread on every request.
+        session = aiohttp.ClientSession(connector=connector, trust_env=False)
         rules = translated = None
         backends: dict[str, Backend] = {"mock": MockBackend()}
         if config.needs_litellm:

@@ -9,11 +9,13 @@ path forwards the request with the deployment's model and key, and returns the p
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from llm_api.backends import DONE, Usage
 from llm_api.backends.sse import KEEPALIVE, SSEFramer, is_comment, parse_event
@@ -37,6 +39,24 @@ def _headers(dep: Deployment) -> dict[str, str]:
         headers["OpenAI-Organization"] = str(options["organization"])
     headers.update({str(k): str(v) for k, v in (options.get("extra_headers") or {}).items()})
     return headers
+
+
+Proxy = tuple[str | None, aiohttp.BasicAuth | None]
+
+
+def env_proxy(url: str) -> Proxy:
+    """The proxy for `url` from HTTPS_PROXY/HTTP_PROXY/NO_PROXY (and their lower-case forms),
+    with its credentials. Read once per deployment, whose URL is fixed: aiohttp's own
+    `trust_env` would re-read the environment and ~/.netrc (in a thread) on every request."""
+    proxies = urllib.request.getproxies_environment()
+    target = URL(url)
+    host = target.host or ""
+    proxy = proxies.get(target.scheme)
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if not proxy or not host or bypass(host, proxies):
+        return None, None
+    proxy_url = URL(proxy)
+    return str(proxy_url.with_user(None)), aiohttp.BasicAuth.from_url(proxy_url)
 
 
 def request_headers(headers: dict[str, str]) -> dict[str, str]:
@@ -82,12 +102,18 @@ async def post(
     headers: dict[str, str],
     client_timeout: aiohttp.ClientTimeout,
     http_error: Callable[[aiohttp.ClientResponse, bytes], UpstreamError],
+    proxy: Proxy = (None, None),
 ) -> aiohttp.ClientResponse:
     """POST `body`; the open response, or UpstreamError (`http_error` classifies a status >= 400
     from the response and its body)."""
     try:
         resp = await session.post(
-            url, data=body, headers=request_headers(headers), timeout=client_timeout
+            url,
+            data=body,
+            headers=request_headers(headers),
+            timeout=client_timeout,
+            proxy=proxy[0],
+            proxy_auth=proxy[1],
         )
         note_upstream_request_id(resp.headers)
         if resp.status >= 400:
@@ -186,26 +212,26 @@ class NativeBackend:
     def __init__(self, session: aiohttp.ClientSession, rules: ParamRules | None = None) -> None:
         self._session = session
         self._rules = rules
-        self._prepared: dict[str, tuple[dict[str, str], aiohttp.ClientTimeout, Any]] = {}
+        self._prepared: dict[str, tuple[dict[str, str], Any, Any, Proxy]] = {}
         self._defaults: dict[str, dict[str, Any]] = {}
 
     def not_ready(self) -> str | None:
         return self._rules.not_ready() if self._rules is not None else None
 
-    def _prep(self, dep: Deployment) -> tuple[dict[str, str], aiohttp.ClientTimeout, Any]:
+    def _prep(self, dep: Deployment) -> tuple[dict[str, str], Any, Any, Proxy]:
         found = self._prepared.get(dep.id)
         if found is None:
-            found = (_headers(dep), *client_timeouts(dep))
+            found = (_headers(dep), *client_timeouts(dep), env_proxy(dep.api_base or ""))
             self._prepared[dep.id] = found
         return found
 
     async def _post(
         self, dep: Deployment, path: str, payload: dict[str, Any], stream: bool
     ) -> aiohttp.ClientResponse:
-        headers, timeout, stream_timeout = self._prep(dep)
+        headers, timeout, stream_timeout, proxy = self._prep(dep)
         url, body = f"{dep.api_base}{path}", orjson.dumps(payload)
         timeout = stream_timeout if stream else timeout
-        return await post(self._session, url, body, headers, timeout, _status_error)
+        return await post(self._session, url, body, headers, timeout, _status_error, proxy)
 
     async def _call(
         self, dep: Deployment, path: str, payload: dict[str, Any]

@@ -42,6 +42,7 @@ import orjson
 from llm_api.backends import DONE, Usage
 from llm_api.backends.native import (
     client_timeouts,
+    env_proxy,
     json_object,
     post,
     read_all,
@@ -123,6 +124,7 @@ class FastPath:
         # Deployment-level OpenAI parameters are defaults the request's own override.
         self._defaults = {k: v for k, v in dep.extra_params.items() if k != "drop_params"}
         self.url = self._complete_url()
+        self._proxy = env_proxy(self.url)
 
     def _complete_url(self) -> str:
         from litellm.litellm_core_utils.url_utils import ensure_api_route
@@ -241,7 +243,13 @@ class FastPath:
             raise self._to_upstream(exc) from None
         timeout = self._stream_timeout if stream else self._timeout
         resp = await post(
-            self._session, self.url, _dumps(req.data), req.headers, timeout, self._http_error
+            self._session,
+            self.url,
+            _dumps(req.data),
+            req.headers,
+            timeout,
+            self._http_error,
+            self._proxy,
         )
         return req, resp
 
