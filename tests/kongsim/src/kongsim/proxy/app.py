@@ -26,8 +26,10 @@ from .plugins import (
     RequestState,
     key_auth,
     rate_limiting,
+    rate_limiting_redis,
     request_transformer,
 )
+from .redis import RedisPools
 from .router import Match, Router
 from .settings import SERVER_HEADER, ProxySettings
 from .upstream import UpstreamError, UpstreamPool, UpstreamResponse
@@ -103,6 +105,7 @@ class ProxyServer:
     def __init__(self, runtime: Any):
         self.runtime = runtime
         self.counters = RateCounters()
+        self.redis = RedisPools()
         self._state: _State | None = None
         self._pool: UpstreamPool | None = None
         # The node's balancers (kongsim.balancer.Balancers); a runtime without any proxies
@@ -117,6 +120,7 @@ class ProxyServer:
     async def on_cleanup(self, _app: web.Application) -> None:
         if self._pool is not None:
             self._pool.close()
+        self.redis.close()
 
     def state(self) -> _State:
         runtime = self.runtime
@@ -404,7 +408,11 @@ class ProxyServer:
                 if name == "key-auth":
                     key_auth(instance.conf, plugin_state, index)
                 elif name == "rate-limiting":
-                    rate_limiting(instance.conf, plugin_state, self.counters)
+                    if instance.conf.redis is not None:
+                        now = int(self.counters.clock())
+                        await rate_limiting_redis(instance.conf, plugin_state, self.redis, now)
+                    else:
+                        rate_limiting(instance.conf, plugin_state, self.counters)
                 else:
                     request_transformer(instance.conf, plugin_state)
         except PluginExit as exit_:

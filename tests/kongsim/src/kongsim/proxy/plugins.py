@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -22,7 +23,10 @@ from urllib.parse import parse_qsl, urlencode
 
 from multidict import CIMultiDict
 
+from .redis import RedisConf, RedisError, RedisPools
 from .uri import parse_query, remove_query_arg
+
+log = logging.getLogger("kongsim")
 
 Entity = dict[str, Any]
 
@@ -461,6 +465,8 @@ class RateLimitConf:
     error_message: str
     route_id: str
     service_id: str
+    fault_tolerant: bool
+    redis: RedisConf | None  # set with ``policy: redis``
 
     @classmethod
     def build(cls, config: Mapping[str, Any], plugin: Entity) -> RateLimitConf:
@@ -481,6 +487,12 @@ class RateLimitConf:
             # (``get_local_key`` in policies/init.lua), not the request's.
             route_id=_id(plugin.get("route")) or _EMPTY_UUID,
             service_id=_id(plugin.get("service")) or _EMPTY_UUID,
+            fault_tolerant=config.get("fault_tolerant", True) is not False,
+            redis=(
+                RedisConf.build(config.get("redis") or {})
+                if config.get("policy") == "redis"
+                else None
+            ),
         )
 
 
@@ -501,23 +513,17 @@ def _identifier(conf: RateLimitConf, state: RequestState) -> str:
     return identifier or state.client_ip
 
 
-def rate_limiting(conf: RateLimitConf, state: RequestState, counters: RateCounters) -> None:
-    if not conf.limits:
-        return
-    now = int(counters.clock())
-    identifier = _identifier(conf, state)
-    starts = period_starts(now)
-    usage: list[tuple[_Limit, Any]] = []
-    keys = []
+def _decide(
+    conf: RateLimitConf, state: RequestState, now: int, usage: list[tuple[_Limit, Any]]
+) -> None:
+    """The handler's headers and verdict from each period's remaining count; raises
+    :class:`PluginExit` when a period's limit is used up."""
     stop: str | None = None
-    for entry in conf.limits:
-        key = (conf.route_id, conf.service_id, identifier, entry.period, starts[entry.period])
-        keys.append(key)
-        remaining = entry.limit - counters.usage(key)
-        usage.append((entry, remaining))
+    for entry, remaining in usage:
         if remaining <= 0:
             stop = entry.period
     if not conf.hide:
+        starts = period_starts(now)
         headers = state.response_headers
         best: _Limit | None = None
         best_remaining: Any = 0
@@ -543,9 +549,71 @@ def rate_limiting(conf: RateLimitConf, state: RequestState, counters: RateCounte
         if stop is not None:
             headers["Retry-After"] = str(reset)
     if stop is not None:
-        # Blocked requests are not counted: Kong returns before scheduling the increment.
         raise PluginExit(conf.error_code, conf.error_message)
+
+
+def rate_limiting(conf: RateLimitConf, state: RequestState, counters: RateCounters) -> None:
+    """``policy: local`` (and ``cluster``, counted the same way in the node's memory)."""
+    if not conf.limits:
+        return
+    now = int(counters.clock())
+    identifier = _identifier(conf, state)
+    starts = period_starts(now)
+    usage: list[tuple[_Limit, Any]] = []
+    keys = []
+    for entry in conf.limits:
+        key = (conf.route_id, conf.service_id, identifier, entry.period, starts[entry.period])
+        keys.append(key)
+        usage.append((entry, entry.limit - counters.usage(key)))
+    # Blocked requests are not counted: Kong returns before scheduling the increment.
+    _decide(conf, state, now, usage)
     counters.increment(keys, now)
+
+
+# policies/init.lua, redis ``usage()``: count this request and return the count before it, so
+# that rejected requests are counted too; the expiry is the period length from the first hit.
+_INCR_SCRIPT = """
+local cache_key, expiration = KEYS[1], ARGV[1]
+local result_incr = redis.call("incr", cache_key)
+if result_incr == 1 then
+  redis.call("expire", cache_key, expiration)
+end
+return result_incr - 1
+"""
+
+
+def redis_key(conf: RateLimitConf, identifier: str, period: str, period_start: int) -> str:
+    """``get_local_key``: ``ratelimit:<route_id>:<service_id>:<identifier>:<start_ms>:<period>``."""
+    return (
+        f"ratelimit:{conf.route_id}:{conf.service_id}:{identifier}:{period_start * 1000}:{period}"
+    )
+
+
+async def rate_limiting_redis(
+    conf: RateLimitConf, state: RequestState, pools: RedisPools, now: int
+) -> None:
+    """``policy: redis`` with ``sync_rate = -1`` (realtime): one ``EVAL`` per period and
+    request. A ``sync_rate`` above 0 is served the same way (exact counts, where Kong batches
+    them per worker and so lets a few more requests through)."""
+    if not conf.limits or conf.redis is None:
+        return
+    identifier = _identifier(conf, state)
+    starts = period_starts(now)
+    usage: list[tuple[_Limit, Any]] = []
+    try:
+        for entry in conf.limits:
+            key = redis_key(conf, identifier, entry.period, starts[entry.period])
+            used = await pools.call(conf.redis, "EVAL", _INCR_SCRIPT, 1, key, entry.window)
+            usage.append((entry, entry.limit - int(used or 0)))
+    except RedisError as exc:
+        if not conf.fault_tolerant:
+            # handler.lua: error(err); the plugin runner answers 500.
+            log.error("[rate-limiting] failed to get usage: %s", exc)
+            raise PluginExit(500, "An unexpected error occurred") from None
+        # fault_tolerant: logged, then proxied without any rate-limit header.
+        log.error("failed to get usage: %s", exc)
+        return
+    _decide(conf, state, now, usage)
 
 
 # ---------------------------------------------------------------------------------------
