@@ -84,7 +84,8 @@ def test_bad_input_fails_first(case: str, tmp_path: pathlib.Path) -> None:
     out = run.stdout
     assert run.returncode != 0, out
     plays = [line for line in out.splitlines() if line.startswith("PLAY [")]
-    assert len(plays) == 1 and FIRST_PLAY in plays[0], plays
+    assert len(plays) == 1, plays
+    assert FIRST_PLAY in plays[0], plays
     assert "changed:" not in out
     failure = next(line for line in out.splitlines() if "FAILED!" in line)
     for text in expected:

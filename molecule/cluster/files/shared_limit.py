@@ -11,12 +11,12 @@ for the next one (Kong's counters are per calendar minute). Prints
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 
 
 def main() -> None:
@@ -27,14 +27,15 @@ def main() -> None:
     statuses = []
     for i in range(limit + 2 * len(urls)):
         url = urls[i % len(urls)]
-        req = urllib.request.Request(
-            url + "/llm/v1/models", headers={"apikey": os.environ["AI_GATEWAY_KEY"]}
-        )
+        parts = urllib.parse.urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                statuses.append([url, resp.status])
-        except urllib.error.HTTPError as exc:
-            statuses.append([url, exc.code])
+            conn.request("GET", "/llm/v1/models", headers={"apikey": os.environ["AI_GATEWAY_KEY"]})
+            resp = conn.getresponse()
+            resp.read()
+            statuses.append([url, resp.status])
+        finally:
+            conn.close()
     print(json.dumps({"statuses": statuses}))
 
 
