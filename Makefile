@@ -8,7 +8,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export LITELLM_OFFLINE_MODE := true
 RESULTS := $(CURDIR)/build/test-results
 
-.PHONY: setup run test lint test-llm-api test-kongsim test-collection test-molecule bench bench-kongsim clean
+.PHONY: setup run test lint test-llm-api test-kongsim test-collection test-playbooks test-molecule bench bench-kongsim clean
 
 ## Install everything the project needs on this machine (apt, podman settings, venv, image).
 setup:
@@ -44,6 +44,10 @@ bench-kongsim:
 
 test-collection:
 	scripts/test-collection.sh
+
+## site.yml refuses bad inventories before anything changes (ansible-playbook --check, local).
+test-playbooks:
+	scripts/pytest.sh playbooks tests/playbooks -q
 
 test-molecule:
 	scripts/test-molecule.sh

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make test`: every suite, as CI runs it, in two lanes on the two cores. Molecule is mostly
 # waiting on its containers, so the role scenarios run beside the lint and unit/integration
-# suites; the two end-to-end scenarios then run side by side, once all of those have passed.
+# suites, which the multi-node scenario `cluster` follows in their lane (the role scenarios take
+# longer than the suites); the two end-to-end scenarios then run side by side, once all of those
+# have passed.
 # Ends with one summary line over every suite's report (build/test-results).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +14,7 @@ start=$(date +%s)
 run() {
   scripts/build-artifacts.sh &&
     scripts/lanes.sh \
-      "units=make --no-print-directory lint test-llm-api test-kongsim test-collection" \
+      "units=make --no-print-directory lint test-llm-api test-kongsim test-collection test-playbooks && scripts/test-molecule.sh cluster" \
       "roles=scripts/test-molecule.sh kong llm_api kong_gateway" &&
     scripts/lanes.sh \
       "default=scripts/test-molecule.sh default" \

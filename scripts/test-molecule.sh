@@ -2,7 +2,7 @@
 # Runs Molecule scenarios one after the other and stops at the first failure; each is recorded
 # as a test case (build/test-results/molecule-<scenario>.xml) for the summary.
 #   scripts/test-molecule.sh                 # every scenario under molecule/: the role ones,
-#                                            # then dbless, then default (the headline)
+#                                            # then cluster, dbless, default (the headline)
 #   scripts/test-molecule.sh kong default    # just these, in this order
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ else
     for f in molecule/*/molecule.yml; do
       name=$(basename "$(dirname "$f")")
       case $name in
-        default) echo "9 $name" ;; dbless) echo "8 $name" ;; *) echo "1 $name" ;;
+        default) echo "9 $name" ;; dbless) echo "8 $name" ;; cluster) echo "7 $name" ;; *) echo "1 $name" ;;
       esac
     done | sort | cut -d' ' -f2)
 fi
