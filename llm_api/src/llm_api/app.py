@@ -195,7 +195,8 @@ class SSEResponse(Response):
             tail = b"data: " + err.json() + b"\n\n"
         finally:
             watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A heartbeat that failed to send has nothing to add to how the stream ended.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
             await self._stream.aclose()
             usage = self._stream.usage
