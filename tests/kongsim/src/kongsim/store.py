@@ -59,6 +59,9 @@ MIGRATIONS = {
 
 # Unique columns per table: plain unique fields, plus the plugins' cache key.
 UNIQUE_COLUMNS = {
+    "certificates": [],
+    "snis": ["name"],
+    "ca_certificates": ["cert_digest"],
     "services": ["name"],
     "routes": ["name"],
     "consumers": ["username", "custom_id"],

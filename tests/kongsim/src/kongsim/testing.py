@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -179,17 +180,27 @@ class KongNode:
         *,
         bootstrap: bool = True,
         prefix: str | None = None,
+        tls: bool = False,
     ):
         self._own_prefix = prefix is None
         self.prefix = prefix or tempfile.mkdtemp(prefix="kongsim-node-")
         self.proxy_port = free_port()
         self.admin_port = free_port()
         self.status_port = free_port()
+        # with tls=True every family also gets an ``ssl`` listener (Kong's generated default
+        # certificates unless the conf names some)
+        self.proxy_ssl_port = free_port() if tls else None
+        self.admin_ssl_port = free_port() if tls else None
+        self.status_ssl_port = free_port() if tls else None
+
+        def listen(port: int, ssl_port: int | None) -> str:
+            return f"127.0.0.1:{port}" + (f", 127.0.0.1:{ssl_port} ssl" if ssl_port else "")
+
         self.conf: dict[str, Any] = {
             "prefix": self.prefix,
-            "proxy_listen": f"127.0.0.1:{self.proxy_port}",
-            "admin_listen": f"127.0.0.1:{self.admin_port}",
-            "status_listen": f"127.0.0.1:{self.status_port}",
+            "proxy_listen": listen(self.proxy_port, self.proxy_ssl_port),
+            "admin_listen": listen(self.admin_port, self.admin_ssl_port),
+            "status_listen": listen(self.status_port, self.status_ssl_port),
             "anonymous_reports": "off",
             "database": "off",
             **(conf or {}),
@@ -210,6 +221,18 @@ class KongNode:
     @property
     def status_url(self) -> str:
         return f"http://127.0.0.1:{self.status_port}"
+
+    @property
+    def proxy_ssl_url(self) -> str:
+        return f"https://127.0.0.1:{self.proxy_ssl_port}"
+
+    @property
+    def admin_ssl_url(self) -> str:
+        return f"https://127.0.0.1:{self.admin_ssl_port}"
+
+    @property
+    def status_ssl_url(self) -> str:
+        return f"https://127.0.0.1:{self.status_ssl_port}"
 
     def environ(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KONG_")}
@@ -259,6 +282,10 @@ class KongNode:
             try:
                 with urllib.request.urlopen(self.admin_url + "/status", timeout=2) as resp:  # noqa: S310
                     if resp.status == 200:
+                        # the proxy listeners open after the Admin API's
+                        for port in (self.proxy_port, self.proxy_ssl_port):
+                            if port is not None and f":{port}" in str(self.conf["proxy_listen"]):
+                                _wait_port(port, self.process, "the proxy listener", timeout)
                         return self
             except (urllib.error.URLError, OSError):
                 pass
@@ -330,8 +357,11 @@ def http(
     data: bytes | str | dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 30,
+    context: ssl.SSLContext | None = None,
 ) -> Response:
-    """One HTTP request with the standard library; never raises on 4xx/5xx."""
+    """One HTTP request with the standard library; never raises on 4xx/5xx. ``https`` URLs
+    use ``context`` (by default one that trusts nothing and checks nothing: the listeners'
+    certificates are the tests' subject, not their transport)."""
     import json as jsonlib
     from urllib.parse import urlencode
 
@@ -348,8 +378,12 @@ def http(
     else:
         body = data
     req = urllib.request.Request(url, data=body, method=method, headers=hdrs)  # noqa: S310
+    if context is None and url.startswith("https:"):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:  # noqa: S310
             return Response(resp.status, resp.headers, resp.read())
     except urllib.error.HTTPError as exc:
         return Response(exc.code, exc.headers, exc.read())
