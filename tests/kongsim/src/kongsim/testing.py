@@ -69,12 +69,19 @@ class PostgresServer:
     user: str
     datadir: str
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # "require" when the server was started with TLS (and refuses plain TCP connections)
+    sslmode: str = "prefer"
 
     def connect(self, dbname: str = "postgres") -> Any:
         import psycopg
 
         return psycopg.connect(
-            host=self.host, port=self.port, user=self.user, dbname=dbname, autocommit=True
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=dbname,
+            autocommit=True,
+            sslmode=self.sslmode,
         )
 
     def create_database(self, name: str | None = None) -> str:
@@ -95,9 +102,29 @@ class PostgresServer:
         }
 
 
+def _postgres_tls(tmp: str, datadir: str, pair: tuple[str, str]) -> dict[str, str]:
+    """Write the server's certificate and key (owned by postgres, key mode 0600) and a
+    pg_hba.conf that takes TCP clients only over TLS; return the settings that turn it on."""
+    paths = {}
+    for name, text in (("server.crt", pair[0]), ("server.key", pair[1])):
+        path = os.path.join(tmp, name)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(path, 0o600)
+        if os.geteuid() == 0:
+            shutil.chown(path, "postgres", "postgres")
+        paths[name] = path
+    with open(os.path.join(datadir, "pg_hba.conf"), "w", encoding="utf-8") as fh:
+        fh.write("local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
+    return {"ssl": "on", "ssl_cert_file": paths["server.crt"], "ssl_key_file": paths["server.key"]}
+
+
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """Start PostgreSQL (initdb + postgres) on a random loopback port; stop and delete it after."""
+def postgres_server(tls: tuple[str, str] | None = None) -> Iterator[PostgresServer]:
+    """Start PostgreSQL (initdb + postgres) on a random loopback port; stop and delete it after.
+
+    With ``tls`` (certificate and key PEM) the server has ``ssl = on`` and its pg_hba.conf
+    accepts TCP connections only over TLS (``hostssl``)."""
     bindir = _pg_bin()
     tmp = tempfile.mkdtemp(prefix="kongsim-pg-")
     datadir = os.path.join(tmp, "data")
@@ -117,6 +144,8 @@ def postgres_server() -> Iterator[PostgresServer]:
             "full_page_writes": "off",
             "max_connections": "200",
         }
+        if tls is not None:
+            settings.update(_postgres_tls(tmp, datadir, tls))
         cmd = [os.path.join(bindir, "postgres"), "-D", datadir, "-p", str(port), "-k", tmp]
         for key, value in settings.items():
             cmd += ["-c", f"{key}={value}"]
@@ -125,6 +154,8 @@ def postgres_server() -> Iterator[PostgresServer]:
             cmd, stdout=logfile, stderr=subprocess.STDOUT, **_postgres_user()
         )
         server = PostgresServer("127.0.0.1", port, "postgres", datadir, process)
+        if tls is not None:
+            server.sslmode = "require"
         deadline = time.monotonic() + 30
         while True:
             try:

@@ -398,6 +398,38 @@ class SNIMap:
         return choose
 
 
+# --- lua_ssl_trusted_certificate (prefix_handler.lua gen_trusted_certs_combined_file) ------
+
+SYSTEM_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+)
+
+
+def trusted_bundle(conf: Mapping[str, Any]) -> str:
+    """Every ``lua_ssl_trusted_certificate`` entry (``system`` is the first system bundle
+    that exists, dropped when none does; paths; PEM or base64 of PEM) concatenated into
+    ``<prefix>/.ca_combined``, the file the cosockets (PostgreSQL, Redis) verify against.
+    Returns its path."""
+    parts = []
+    for entry in _as_list(conf.get("lua_ssl_trusted_certificate")):
+        if entry == "system":
+            entry = next((p for p in SYSTEM_BUNDLES if os.path.isfile(p)), "")
+            if not entry:
+                continue
+        text = _entry_text(entry)
+        if text:
+            parts.append(text if text.endswith("\n") else text + "\n")
+    path = os.path.join(conf["prefix"], ".ca_combined")
+    os.makedirs(conf["prefix"], exist_ok=True)
+    _write(path, "".join(parts).encode())
+    return path
+
+
 # --- upstream (client) contexts ----------------------------------------------------------
 
 
