@@ -451,18 +451,31 @@ class RedisServer:
     ``stop()`` and ``start()`` take it down and bring it back on the same port, so tests can
     watch a node lose and regain its Redis."""
 
-    def __init__(self, password: str | None = None):
+    def __init__(self, password: str | None = None, tls: tuple[str, str, str] | None = None):
         self.host = "127.0.0.1"
         self.port = free_port()
         self.password = password
         self.dir = tempfile.mkdtemp(prefix="kongsim-redis-")
         self.process: subprocess.Popen[bytes] | None = None
+        # (certificate, key, CA) PEM: the port then speaks TLS only (``tls-port``, plain
+        # ``port 0``), without client certificates
+        self.tls = tls
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not os.path.exists(binary):
             raise RuntimeError("redis-server not found (install Debian's 'redis-server')")
         cmd = [binary, "--bind", self.host, "--port", str(self.port), "--save", ""]
+        if self.tls is not None:
+            files = []
+            for name, text in zip(("server.crt", "server.key", "ca.crt"), self.tls, strict=True):
+                path = os.path.join(self.dir, name)
+                with open(path, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+                files.append(path)
+            cmd[3:5] = ["--port", "0", "--tls-port", str(self.port)]
+            cmd += ["--tls-cert-file", files[0], "--tls-key-file", files[1]]
+            cmd += ["--tls-ca-cert-file", files[2], "--tls-auth-clients", "no"]
         cmd += ["--appendonly", "no", "--dir", self.dir, "--daemonize", "no"]
         cmd += ["--logfile", os.path.join(self.dir, "redis.log")]
         if self.password is not None:
@@ -486,7 +499,10 @@ class RedisServer:
         env = dict(os.environ)
         if self.password is not None:
             env["REDISCLI_AUTH"] = self.password
-        cmd = ["redis-cli", "-h", self.host, "-p", str(self.port), "-n", str(db), *args]
+        cmd = ["redis-cli", "-h", self.host, "-p", str(self.port), "-n", str(db)]
+        if self.tls is not None:
+            cmd += ["--tls", "--cacert", os.path.join(self.dir, "ca.crt")]
+        cmd += list(args)
         result = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
         return result.stdout.strip()
 
@@ -499,9 +515,11 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server(password: str | None = None) -> Iterator[RedisServer]:
+def redis_server(
+    password: str | None = None, tls: tuple[str, str, str] | None = None
+) -> Iterator[RedisServer]:
     """A started :class:`RedisServer`, stopped and its directory removed on exit."""
-    server = RedisServer(password)
+    server = RedisServer(password, tls)
     try:
         yield server.start()
     finally:

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from kongsim import tls
 from kongsim.tls import UpstreamTLS
 
 from . import errors
@@ -150,7 +151,7 @@ class ProxyServer:
     def __init__(self, runtime: Any):
         self.runtime = runtime
         self.counters = RateCounters()
-        self.redis = RedisPools()
+        self.redis = RedisPools(lambda: tls.trusted_bundle(runtime.conf))
         self._lua: Any = None  # the node's LuaJIT state, made when a function first runs
         self._lua_conf: Any = None
         self._state: _State | None = None
