@@ -40,10 +40,6 @@ def _alt_type(data: dict[str, Any]) -> Errors | None:
     return None
 
 
-def _sni_name(value: str) -> str | None:
-    return tls.sni_problem(value)
-
-
 CERTIFICATES = EntitySchema(
     name="certificates",
     admin_name="certificates",
@@ -59,7 +55,7 @@ CERTIFICATES = EntitySchema(
         ("tags", t_tags()),
         # transient in Kong (not stored on the row); the simulator keeps the sorted names on
         # the row, in step with the snis rows (DAO.sync_certificate_snis)
-        ("snis", Field("array", elements=Field("string", validators=[_sni_name]))),
+        ("snis", Field("array", elements=Field("string", validators=[tls.sni_problem]))),
     ],
     checks=[
         _alt_checks,
@@ -75,7 +71,7 @@ SNIS = EntitySchema(
     endpoint_key="name",
     fields=[
         ("id", t_uuid()),
-        ("name", Field("string", required=True, unique=True, validators=[_sni_name])),
+        ("name", Field("string", required=True, unique=True, validators=[tls.sni_problem])),
         ("created_at", t_ts()),
         ("updated_at", t_ts()),
         ("tags", t_tags()),

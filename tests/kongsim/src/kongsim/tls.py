@@ -86,7 +86,13 @@ def pair_matches(cert_pem: str, key_pem: str) -> bool:
 
 
 def key_type(cert_pem: str) -> str:
-    return type(load_cert(cert_pem).public_key()).__name__.lstrip("_")
+    """``rsa``, ``ec`` or another key class name: cert and cert_alt must differ."""
+    key = load_cert(cert_pem).public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return "rsa"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "ec"
+    return type(key).__name__
 
 
 def cert_digest(pem: str) -> str:
@@ -301,39 +307,48 @@ def listener_conf_problem(conf: Mapping[str, Any], listeners_key: str) -> str | 
     return None
 
 
-def server_context(pairs: list[tuple[str, str]]) -> ssl.SSLContext:
-    """A server context with every pair loaded (OpenSSL keeps one per key type and picks by
-    what the client supports), TLSv1.2+ as Kong's ``intermediate`` suite, HTTP/1.1 only."""
+def _server_base() -> ssl.SSLContext:
+    """TLSv1.2+ as Kong's ``intermediate`` suite, HTTP/1.1 only."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def server_context(pairs: list[tuple[str, str]]) -> ssl.SSLContext:
+    """A server context with every pair's files loaded (OpenSSL keeps one certificate per
+    key type and picks by what the client supports)."""
+    context = _server_base()
     for cert, key in pairs:
         context.load_cert_chain(cert, key)
     return context
 
 
-def context_from_pem(pairs: list[tuple[str, str | None]]) -> ssl.SSLContext | None:
-    """A server context from certificate entity PEM text (cert, key and cert_alt, key_alt);
-    the PEM goes through private temporary files because ``ssl`` loads only files."""
-    files: list[tuple[str, str]] = []
+def _load_pair(context: ssl.SSLContext, cert: str, key: str) -> bool:
+    """Load PEM text through private temporary files (``ssl`` loads only files)."""
+    paths = []
     try:
-        for cert, key in pairs:
-            if not cert or not key:
-                continue
-            paths = []
-            for text in (cert, key):
-                fd, path = tempfile.mkstemp(prefix="kongsim-", suffix=".pem")
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-                paths.append(path)
-            files.append((paths[0], paths[1]))
-        return server_context(files)
+        for text in (cert, key):
+            fd, path = tempfile.mkstemp(prefix="kongsim-", suffix=".pem")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            paths.append(path)
+        context.load_cert_chain(paths[0], paths[1])
+        return True
     except (ssl.SSLError, OSError):
-        return None
+        return False
     finally:
-        for pair in files:
-            for path in pair:
-                os.unlink(path)
+        for path in paths:
+            os.unlink(path)
+
+
+def context_from_pem(pairs: list[tuple[str | None, str | None]]) -> ssl.SSLContext | None:
+    """A server context from a certificate entity's PEM (cert+key, and cert_alt+key_alt)."""
+    context = _server_base()
+    for cert, key in pairs:
+        if cert and key and not _load_pair(context, cert, key):
+            return None
+    return context
 
 
 # --- SNI selection (kong/runloop/certificate.lua find_certificate) -----------------------
@@ -431,24 +446,6 @@ def trusted_bundle(conf: Mapping[str, Any]) -> str:
 
 
 # --- upstream (client) contexts ----------------------------------------------------------
-
-
-def _load_pair(context: ssl.SSLContext, cert: str, key: str) -> bool:
-    """Load PEM text through private temporary files (``ssl`` loads only files)."""
-    paths = []
-    try:
-        for text in (cert, key):
-            fd, path = tempfile.mkstemp(prefix="kongsim-", suffix=".pem")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            paths.append(path)
-        context.load_cert_chain(paths[0], paths[1])
-        return True
-    except (ssl.SSLError, OSError):
-        return False
-    finally:
-        for path in paths:
-            os.unlink(path)
 
 
 class UpstreamTLS:
