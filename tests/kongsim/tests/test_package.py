@@ -161,6 +161,30 @@ def test_pre_function_lua_runs_on_debians_lupa(container: Container) -> None:
     assert out.splitlines() == ["[string \"x =\"]:1: unexpected symbol near '<eof>'", "k1"]
 
 
+TLS_CHECK = """
+import os, tempfile
+from kongsim import tls
+pairs = tls.default_certificates(tempfile.mkdtemp(), "kong-default")
+tls.server_context(pairs)
+cert, key = (open(p).read() for p in pairs[0])
+print(tls.validate_cert(cert), tls.validate_key(key), tls.pair_matches(cert, key))
+print(tls.key_type(cert), tls.key_type(open(pairs[1][0]).read()))
+print(tls.ca_problem(cert))
+"""
+
+
+def test_tls_runs_on_debians_cryptography(container: Container) -> None:
+    """Debian 12's python3-cryptography (38) generates Kong's default certificates and runs
+    the entities' checks."""
+    container.write("/tmp/tls_check.py", TLS_CHECK)
+    out = container.sh("PYTHONPATH=/usr/local/lib/kongsim python3 /tmp/tls_check.py").stdout
+    assert out.splitlines() == [
+        "None None True",
+        "rsa ec",
+        'certificate does not appear to be a CA because it is missing the "CA" basic constraint',
+    ]
+
+
 def test_version(container: Container) -> None:
     assert "3.9.3" in container.sh("kong version").stdout
 
@@ -204,6 +228,15 @@ def test_systemctl_start_then_healthy_then_stop(container: Container) -> None:
     )
     assert root["version"] == "3.9.3"
     assert root["configuration"]["database"] == "off"
+    # Kong's default listeners include 8443 and 8444 ssl: the default pairs are generated
+    # under the prefix, owned by the service's user, and served
+    ssl_dir = "/usr/local/kong/ssl"
+    owners = container.sh(f"stat -c '%U %a %n' {ssl_dir}/kong-default.key").stdout
+    assert owners.startswith("kong 600 ")
+    served = container.sh(
+        "python3 -c 'import ssl; print(ssl.get_server_certificate((\"127.0.0.1\", 8444)))'"
+    ).stdout
+    assert "BEGIN CERTIFICATE" in served
     # SIGQUIT (ExecStop) ends it cleanly: no kill after the stop timeout, no failure.
     container.sh("systemctl stop kong")
     assert container.sh("systemctl show -p Result --value kong").stdout.strip() == "success"
