@@ -21,10 +21,14 @@ class Admin:
     """An Admin API client bound to one node, plus ``seed`` that loads entities the way the
     node's storage mode allows (Admin API writes in postgres mode, ``POST /config`` DB-less)."""
 
-    def __init__(self, node: KongNode, mode: str):
+    def __init__(self, node: KongNode, mode: str, scheme: str = "http"):
         self.node = node
         self.mode = mode
         self.url = node.admin_url
+        # the proxy listener the test talks to: plain, or the node's ``ssl`` one
+        self.scheme = scheme
+        self.proxy_url = node.proxy_ssl_url if scheme == "https" else node.proxy_url
+        self.proxy_port = node.proxy_ssl_port if scheme == "https" else node.proxy_port
 
     @property
     def dbless(self) -> bool:

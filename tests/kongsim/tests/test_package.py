@@ -117,7 +117,7 @@ def test_package_metadata(deb: Path) -> None:
     assert f"Version: {VERSION}\n" in fields
     assert "Architecture: all\n" in fields
     deps = ("python3 (>= 3.11)", "python3-aiohttp", "python3-yaml", "python3-psycopg")
-    for dep in (*deps, "python3-lupa"):
+    for dep in (*deps, "python3-lupa", "python3-cryptography"):
         assert dep in fields
     # A real Kong 3.9.3 package must supersede the simulator.
     assert run("dpkg", "--compare-versions", VERSION, "lt", "3.9.3", check=False).returncode == 0
@@ -159,6 +159,30 @@ def test_pre_function_lua_runs_on_debians_lupa(container: Container) -> None:
     container.write("/tmp/lua_check.py", LUA_CHECK)
     out = container.sh("PYTHONPATH=/usr/local/lib/kongsim python3 /tmp/lua_check.py").stdout
     assert out.splitlines() == ["[string \"x =\"]:1: unexpected symbol near '<eof>'", "k1"]
+
+
+TLS_CHECK = """
+import os, tempfile
+from kongsim import tls
+pairs = tls.default_certificates(tempfile.mkdtemp(), "kong-default")
+tls.server_context(pairs)
+cert, key = (open(p).read() for p in pairs[0])
+print(tls.validate_cert(cert), tls.validate_key(key), tls.pair_matches(cert, key))
+print(tls.key_type(cert), tls.key_type(open(pairs[1][0]).read()))
+print(tls.ca_problem(cert))
+"""
+
+
+def test_tls_runs_on_debians_cryptography(container: Container) -> None:
+    """Debian 12's python3-cryptography (38) generates Kong's default certificates and runs
+    the entities' checks."""
+    container.write("/tmp/tls_check.py", TLS_CHECK)
+    out = container.sh("PYTHONPATH=/usr/local/lib/kongsim python3 /tmp/tls_check.py").stdout
+    assert out.splitlines() == [
+        "None None True",
+        "rsa ec",
+        'certificate does not appear to be a CA because it is missing the "CA" basic constraint',
+    ]
 
 
 def test_version(container: Container) -> None:
@@ -204,6 +228,15 @@ def test_systemctl_start_then_healthy_then_stop(container: Container) -> None:
     )
     assert root["version"] == "3.9.3"
     assert root["configuration"]["database"] == "off"
+    # Kong's default listeners include 8443 and 8444 ssl: the default pairs are generated
+    # under the prefix, owned by the service's user, and served
+    ssl_dir = "/usr/local/kong/ssl"
+    owners = container.sh(f"stat -c '%U %a %n' {ssl_dir}/kong-default.key").stdout
+    assert owners.startswith("kong 600 ")
+    served = container.sh(
+        "python3 -c 'import ssl; print(ssl.get_server_certificate((\"127.0.0.1\", 8444)))'"
+    ).stdout
+    assert "BEGIN CERTIFICATE" in served
     # SIGQUIT (ExecStop) ends it cleanly: no kill after the stop timeout, no failure.
     container.sh("systemctl stop kong")
     assert container.sh("systemctl show -p Result --value kong").stdout.strip() == "success"

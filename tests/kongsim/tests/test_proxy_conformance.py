@@ -2,6 +2,8 @@
 storage modes: entities loaded through the Admin API (PostgreSQL) or ``POST /config``
 (DB-less), requests sent to the node's proxy listener, answered by a real upstream.
 
+Every check runs over the plain proxy listener and over the node's TLS (``ssl``) listener.
+
 These tests use nodes of their own: a global plugin or a catch-all route left on a shared node
 by another test would change what the proxy answers.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -31,7 +34,7 @@ def upstream_port() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def own_pg_node(pg: PostgresServer) -> Iterator[KongNode]:
-    node = KongNode({**pg.kong_conf(pg.create_database()), "db_update_frequency": 0.5})
+    node = KongNode({**pg.kong_conf(pg.create_database()), "db_update_frequency": 0.5}, tls=True)
     node.start()
     try:
         yield node
@@ -41,7 +44,7 @@ def own_pg_node(pg: PostgresServer) -> Iterator[KongNode]:
 
 @pytest.fixture(scope="module")
 def own_dbless_node() -> Iterator[KongNode]:
-    node = KongNode({"database": "off"})
+    node = KongNode({"database": "off"}, tls=True)
     node.start()
     try:
         yield node
@@ -49,11 +52,15 @@ def own_dbless_node() -> Iterator[KongNode]:
         node.close()
 
 
-@pytest.fixture(params=["postgres", "off"])
+@pytest.fixture(
+    params=[("postgres", "http"), ("off", "http"), ("postgres", "https"), ("off", "https")],
+    ids=["postgres", "off", "postgres-https", "off-https"],
+)
 def admin(request: pytest.FixtureRequest) -> Admin:
-    """This module's nodes, once per storage mode."""
-    name = "own_pg_node" if request.param == "postgres" else "own_dbless_node"
-    return Admin(request.getfixturevalue(name), request.param)
+    """This module's nodes, once per storage mode and proxy listener (plain and TLS)."""
+    mode, scheme = request.param
+    name = "own_pg_node" if mode == "postgres" else "own_dbless_node"
+    return Admin(request.getfixturevalue(name), mode, scheme)
 
 
 @pytest.fixture
@@ -62,7 +69,7 @@ def pg_admin(own_pg_node: KongNode) -> Admin:
 
 
 def proxy(admin: Any, method: str, path: str, **kwargs: Any) -> Response:
-    return http(method, admin.node.proxy_url + path, **kwargs)
+    return http(method, admin.proxy_url + path, **kwargs)
 
 
 def echoed(resp: Response) -> dict[str, Any]:
@@ -104,9 +111,9 @@ def test_routing_headers_and_request_id(admin: Any, upstream_port: int, uid: str
     assert upstream_headers["host"] == f"127.0.0.1:{upstream_port}"
     assert upstream_headers["x-forwarded-for"] == "127.0.0.1"
     assert upstream_headers["x-real-ip"] == "127.0.0.1"
-    assert upstream_headers["x-forwarded-proto"] == "http"
+    assert upstream_headers["x-forwarded-proto"] == admin.scheme
     assert upstream_headers["x-forwarded-host"] == "127.0.0.1"
-    assert upstream_headers["x-forwarded-port"] == str(admin.node.proxy_port)
+    assert upstream_headers["x-forwarded-port"] == str(admin.proxy_port)
     assert upstream_headers["x-forwarded-path"] == f"/p-{uid}/v1/x"
     assert upstream_headers["x-forwarded-prefix"] == f"/p-{uid}"
     assert upstream_headers["via"] == "1.0 edge, 1.1 kong/3.9.3"
@@ -299,9 +306,12 @@ def test_sse_is_streamed_with_response_buffering_off(
             ]
         }
     )
-    url = f"{admin.node.proxy_url}/sse-{uid}?_sse=3&_gap=1.5"
+    url = f"{admin.proxy_url}/sse-{uid}?_sse=3&_gap=1.5"
     started = time.monotonic()
-    with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 - loopback
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with urllib.request.urlopen(url, timeout=30, context=context) as resp:  # noqa: S310
         assert resp.headers["Content-Type"] == "text/event-stream"
         first = resp.readline() + resp.readline()
         first_at = time.monotonic() - started

@@ -213,7 +213,7 @@ async def _read_head(reader: asyncio.StreamReader) -> bytes:
 
 async def _get(pool: UpstreamPool, port: int, method: str = "GET") -> tuple[int, bytes]:
     head = f"{method} / HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-    resp = await pool.request("127.0.0.1", port, False, False, head, None, None, method, 2, 2)
+    resp = await pool.request("127.0.0.1", port, False, None, head, None, None, method, 2, 2)
     return resp.status, await resp.read()
 
 
@@ -257,7 +257,7 @@ async def test_client_passes_a_chunk_on_before_it_is_complete() -> None:
     pool = UpstreamPool()
     async with _raw_upstream(answer) as port:
         head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-        resp = await pool.request("127.0.0.1", port, False, False, head, None, None, "GET", 2, 2)
+        resp = await pool.request("127.0.0.1", port, False, None, head, None, None, "GET", 2, 2)
         pieces = resp.iter_chunks()
         assert await pieces.__anext__() == b"first"  # half of a 10-byte chunk
         release.set()

@@ -36,8 +36,12 @@ COLLECTIONS = {
     "plugins": "plugins",
     "key-auths": "keyauth_credentials",
     "upstreams": "upstreams",
+    "certificates": "certificates",
+    "snis": "snis",
+    "ca_certificates": "ca_certificates",
 }
 NESTED = {
+    ("certificates", "snis"): ("snis", "certificate"),
     ("services", "routes"): ("routes", "service"),
     ("services", "plugins"): ("plugins", "service"),
     ("routes", "plugins"): ("plugins", "route"),
@@ -58,6 +62,21 @@ TAGS_OR = re.compile(rf"^({TAG_CHARS}+(/|$))+$")
 DAO_MAX_TTL = 100000000
 NEEDS_BODY = ("POST", "PUT", "PATCH")
 ONLY_DBLESS = "this endpoint is only available when Kong is configured to not use a database"
+
+
+# conf_loader/constants.lua CONF_SENSITIVE: masked in ``GET /`` when set; the list-typed
+# ``*ssl_cert_key`` keys are tables even when empty, so Kong always masks them.
+SENSITIVE_LISTS = (
+    "ssl_cert_key",
+    "admin_ssl_cert_key",
+    "admin_gui_ssl_cert_key",
+    "status_ssl_cert_key",
+)
+SENSITIVE = ("pg_password", "pg_ro_password", "client_ssl_cert_key", "cluster_cert_key")
+
+
+def _sensitive(key: str, value: Any) -> bool:
+    return key in SENSITIVE_LISTS or (key in SENSITIVE and bool(value))
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -320,6 +339,14 @@ class AdminAPI:
         if len(segments) == 1:
             return await self.collection(request, entity)
         key = segments[1]
+        if (
+            entity == "certificates"
+            and not is_uuid(key)
+            and method in ("GET", "PATCH", "DELETE")
+            and await self.dao.select(entity, key) is None
+        ):
+            # /certificates/{sni name}: an unknown name (kong/api/routes/certificates.lua)
+            raise HTTPError(404, {"message": "SNI not found"})
         if len(segments) == 2:
             return await self.entity(request, entity, key)
         if entity == "upstreams":
@@ -632,7 +659,7 @@ class AdminAPI:
     def root(self) -> web.Response:
         node = self.node
         conf = {
-            k: ("******" if k in ("pg_password", "pg_ro_password") and v else v)
+            k: ("******" if _sensitive(k, v) else v)
             for k, v in node.conf.items()
             if isinstance(v, str | int | float | bool | list | dict | type(None))
         }

@@ -103,6 +103,10 @@ class Listener:
         return {"ip": self.ip, "port": self.port, "ssl": self.ssl, "http2": self.http2}
 
 
+# listener families whose ``ssl`` entries need certificates (parse.lua l.314-371)
+TLS_FAMILIES = ("proxy_listeners", "admin_listeners", "status_listeners")
+
+
 def is_known_key(key: str) -> bool:
     return key in DEFAULTS or key in PARSERS or key in ALIASES or key.startswith(DYNAMIC_PREFIXES)
 
@@ -250,6 +254,13 @@ def load(
             ]
         except ConfError as exc:
             errors.extend(exc.errors)
+    if any(e.get("ssl") for k in TLS_FAMILIES for e in conf.get(k) or []):
+        from kongsim import tls  # cryptography is loaded only when a listener needs it
+
+        for key in TLS_FAMILIES:
+            problem = tls.listener_conf_problem(conf, key)
+            if problem:
+                errors.append(problem)
     freq = conf.get("db_update_frequency")
     if freq is not None and freq <= 0:
         errors.append("db_update_frequency must be greater than 0")

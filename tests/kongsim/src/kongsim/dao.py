@@ -9,6 +9,7 @@ import secrets
 import time
 from typing import Any
 
+from kongsim.certificates import set_digest, snis_input
 from kongsim.entities import (
     ENTITIES,
     ORDER,
@@ -89,6 +90,11 @@ class DAO:
             err = name_field.validators[0](key)
             if err:
                 raise KongError(10, err, name="invalid unique name")
+        if entity == "certificates":
+            # /certificates/{sni name} (kong/api/routes/certificates.lua)
+            for sni in await self.store.find("snis", "name", key):
+                return await self.get(entity, sni["certificate"]["id"])
+            return None
         if not schema.endpoint_key:
             return None
         for row in await self.store.find(entity, schema.endpoint_key, key):
@@ -151,6 +157,14 @@ class DAO:
         shorthands and the targets' ``host:port`` normalisation (raises a schema violation)."""
         if entity == "upstreams":
             upstream_shorthands(data)
+        elif entity == "certificates":
+            if "snis" in data and data["snis"] is None:
+                data["snis"] = []  # snis: null removes them all
+            err = snis_input(data)
+            if err:
+                raise schema_violation(err)
+        elif entity == "ca_certificates":
+            set_digest(data)
         elif entity == "targets":
             err = normalize_target(data)
             if err:
@@ -305,6 +319,8 @@ class DAO:
     async def insert(self, entity: str, data: dict[str, Any], *, ttl: Any = None) -> Row:
         now = time.time()
         data = await self.resolve_foreign(entity, data)
+        if entity == "certificates":
+            data.setdefault("snis", [])
         self.normalize_input(entity, data)
         self._auto(entity, data, now)
         row, errors = self.prepare(entity, data)
@@ -312,7 +328,10 @@ class DAO:
             raise schema_violation(errors)
         self._ttl(row, ttl, now)
         async with self.store.transaction():
-            return await self._write(entity, row, new=True)
+            await self._check_snis(entity, row)
+            row = await self._write(entity, row, new=True)
+            await self._after_write(entity, row, None)
+            return row
 
     async def upsert(
         self,
@@ -334,6 +353,12 @@ class DAO:
             data[schema.endpoint_key] = key
         if current is not None:
             data.pop("id", None)
+        if entity == "certificates":
+            # PUT without snis removes them all; PUT /certificates/{sni} keeps that name
+            names = data.get("snis") or []
+            if not is_uuid(key) and isinstance(names, list) and key not in names:
+                names = [*names, key]
+            data["snis"] = names
         self.normalize_input(entity, data)
         self._auto(entity, data, now, keep=current)
         row, errors = self.prepare(entity, data)
@@ -341,7 +366,11 @@ class DAO:
             raise schema_violation(errors)
         self._ttl(row, ttl, now)
         async with self.store.transaction():
-            return await self._write(entity, row, new=current is None)
+            await self._check_snis(entity, row)
+            before = current
+            row = await self._write(entity, row, new=current is None)
+            await self._after_write(entity, row, before)
+            return row
 
     async def update(
         self, entity: str, current: Row, data: dict[str, Any], *, ttl: Any = None
@@ -371,7 +400,10 @@ class DAO:
         elif "_expires_at" in current:
             row["_expires_at"] = current["_expires_at"]
         async with self.store.transaction():
-            return await self._write(entity, row, new=False)
+            await self._check_snis(entity, row)
+            row = await self._write(entity, row, new=False)
+            await self._after_write(entity, row, current)
+            return row
 
     async def delete(self, entity: str, row: Row) -> None:
         """Delete with Kong's rules: a service with routes cannot go (code 4), plugins and
@@ -383,7 +415,10 @@ class DAO:
                     "an existing 'routes' entity references this 'services' entity",
                     {"@referenced_by": "routes"},
                 )
+            if entity in ("certificates", "ca_certificates"):
+                await self._check_certificate_refs(entity, row)
             cascades = {
+                "certificates": [("snis", "certificate")],
                 "services": [("plugins", "service")],
                 "routes": [("plugins", "route")],
                 "consumers": [("plugins", "consumer"), ("keyauth_credentials", "consumer")],
@@ -393,6 +428,72 @@ class DAO:
                 for other in await self.store.find(child, f"{fk}.id", row["id"]):
                     await self.store.delete(child, other["id"])
             await self.store.delete(entity, row["id"])
+            if entity == "snis":
+                await self._sync_certificate(row["certificate"]["id"])
+
+    # --- certificates and their SNIs (kong/db/dao/certificates.lua, snis.lua) ---------------
+
+    async def _check_snis(self, entity: str, row: Row) -> None:
+        """A name of the ``snis`` shorthand owned by another certificate is a 400."""
+        if entity != "certificates":
+            return
+        for name in row.get("snis") or []:
+            for sni in await self.store.find("snis", "name", name):
+                owner = sni["certificate"]["id"]
+                if owner != row["id"]:
+                    msg = f"{name} already associated with existing certificate '{owner}'"
+                    raise schema_violation({"snis": msg})
+
+    async def _after_write(self, entity: str, row: Row, before: Row | None) -> None:
+        """Keep the snis rows and the certificates' ``snis`` lists in step."""
+        if entity == "certificates":
+            wanted = set(row.get("snis") or [])
+            existing = await self.store.find("snis", "certificate.id", row["id"])
+            for sni in existing:
+                if sni["name"] not in wanted:
+                    await self.store.delete("snis", sni["id"])
+            have = {sni["name"] for sni in existing}
+            now = int(time.time())
+            for name in sorted(wanted - have):
+                sni = {
+                    "id": new_uuid(),
+                    "name": name,
+                    "created_at": now,
+                    "updated_at": now,
+                    "tags": None,
+                    "certificate": {"id": row["id"]},
+                }
+                await self._write("snis", sni, new=True)
+        elif entity == "snis":
+            await self._sync_certificate(row["certificate"]["id"])
+            if before is not None and before["certificate"]["id"] != row["certificate"]["id"]:
+                await self._sync_certificate(before["certificate"]["id"])
+
+    async def _sync_certificate(self, cert_id: str) -> None:
+        cert = await self.store.get("certificates", cert_id)
+        if cert is None:
+            return
+        names = sorted(s["name"] for s in await self.store.find("snis", "certificate.id", cert_id))
+        if cert.get("snis") != names:
+            await self.store.save("certificates", {**cert, "snis": names})
+
+    async def _check_certificate_refs(self, entity: str, row: Row) -> None:
+        if entity == "certificates":
+            for ref in ("services", "upstreams"):
+                if await self.store.find(ref, "client_certificate.id", row["id"]):
+                    raise KongError(
+                        4,
+                        f"an existing '{ref}' entity references this 'certificates' entity",
+                        {"@referenced_by": ref},
+                    )
+            return
+        for service in await self.store.all("services"):
+            if row["id"] in (service.get("ca_certificates") or []):
+                raise KongError(
+                    19,
+                    f"ca certificate {row['id']} is still referenced by services "
+                    f"(id = {service['id']})",
+                )
 
     async def snapshot_rows(self) -> dict[str, list[Row]]:
         return {name: await self.store.all(name) for name in ORDER}

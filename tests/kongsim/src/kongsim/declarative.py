@@ -31,9 +31,13 @@ TOP_KEYS = {
     "keyauth_credentials",
     "upstreams",
     "targets",
+    "certificates",
+    "snis",
+    "ca_certificates",
 }
 # Nested collections allowed under each entity, and the foreign key they fill in.
 NESTED = {
+    "certificates": {"snis": ("snis", "certificate")},
     "services": {"routes": ("routes", "service"), "plugins": ("plugins", "service")},
     "routes": {"plugins": ("plugins", "route")},
     "upstreams": {"targets": ("targets", "upstream")},
@@ -175,7 +179,7 @@ def load(dao: DAO, config: Any) -> dict[str, list[dict[str, Any]]]:
                     )
                     continue
                 item[fname] = {"id": resolved}
-            if entity in ("upstreams", "targets"):
+            if entity in ("upstreams", "targets", "ca_certificates"):
                 try:
                     dao.normalize_input(entity, item)
                 except KongError as exc:
@@ -223,6 +227,11 @@ def load(dao: DAO, config: Any) -> dict[str, list[dict[str, Any]]]:
             out[entity].append(row)
     if errors:
         raise DeclarativeError(errors, flattened)
+    # a certificate's transient ``snis`` lists the names its snis entries give it
+    for cert in out["certificates"]:
+        cert["snis"] = sorted(
+            s["name"] for s in out["snis"] if s["certificate"]["id"] == cert["id"]
+        )
     return out
 
 
@@ -298,6 +307,8 @@ def export(rows: dict[str, list[dict[str, Any]]]) -> str:
             for row in rows[entity]:
                 item = public(row)
                 item.pop("ttl", None)
+                if entity == "certificates":
+                    item.pop("snis", None)  # exported as snis entries
                 # export.lua writes foreign keys as the bare id
                 for fk in fks:
                     if isinstance(item.get(fk), dict):

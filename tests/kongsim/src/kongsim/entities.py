@@ -8,6 +8,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from kongsim.certificates import CA_CERTIFICATES, CERTIFICATES, SNIS
 from kongsim.schema import (
     HTTP_PROTOCOLS,
     NOTSET,
@@ -281,10 +282,24 @@ PLUGINS = EntitySchema(
 
 ENTITIES: dict[str, EntitySchema] = {
     s.name: s
-    for s in (SERVICES, ROUTES, CONSUMERS, PLUGINS, KEYAUTH_CREDENTIALS, UPSTREAMS, TARGETS)
+    for s in (
+        CERTIFICATES,
+        SNIS,
+        CA_CERTIFICATES,
+        SERVICES,
+        ROUTES,
+        CONSUMERS,
+        PLUGINS,
+        KEYAUTH_CREDENTIALS,
+        UPSTREAMS,
+        TARGETS,
+    )
 }
 # Foreign-key order for inserts (parents first) and cascading deletes.
 ORDER = (
+    "certificates",
+    "snis",
+    "ca_certificates",
     "services",
     "routes",
     "consumers",

@@ -32,6 +32,9 @@ class Snapshot:
     keyauth_credentials: list[Entity] = field(default_factory=list)
     upstreams: list[Entity] = field(default_factory=list)
     targets: list[Entity] = field(default_factory=list)
+    certificates: dict[str, Entity] = field(default_factory=dict)  # by id
+    snis: list[Entity] = field(default_factory=list)
+    ca_certificates: dict[str, Entity] = field(default_factory=dict)  # by id
 
 
 class Runtime(Protocol):

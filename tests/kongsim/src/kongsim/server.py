@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from kongsim import KONG_VERSION, declarative
+from kongsim import KONG_VERSION, declarative, tls
 from kongsim import conf as kconf
 from kongsim.admin import AdminAPI, json_response
 from kongsim.balancer import Balancers
@@ -69,6 +69,8 @@ class Node:
         # Per-node balancers and health state (the proxy reads ``balancers.by_name``).
         self.balancers = Balancers()
         self._event_id = 0
+        # The proxy listener's certificates by SNI (certificates and snis entities).
+        self.sni_map = tls.SNIMap()
 
     # --- Runtime protocol -------------------------------------------------------------------
 
@@ -102,21 +104,40 @@ class Node:
             self.dao.store = self.store
             self._event_id = await self.store.last_event_id()
         await self.refresh(force=True)
-        await self._listen("admin_listeners", AdminAPI(self).app())
-        await self._listen("status_listeners", self._upstream_status_routes(self.status_app()))
+        # every family's certificates before the first listener opens (the Admin API
+        # answering means the node is up, TLS ports included)
+        contexts = await asyncio.to_thread(self._tls_contexts)
+        await self._listen("admin_listeners", AdminAPI(self).app(), contexts)
+        await self._listen(
+            "status_listeners", self._upstream_status_routes(self.status_app()), contexts
+        )
         if conf.get("proxy_listeners"):
             from kongsim.proxy import create_proxy_app
 
-            await self._listen("proxy_listeners", create_proxy_app(self))
+            await self._listen("proxy_listeners", create_proxy_app(self), contexts)
         if not self.dbless:
             self._tasks.append(asyncio.ensure_future(self._poll()))
         self.ready = True
         log.info("kongsim %s started (database=%s)", KONG_VERSION, conf.get("database"))
 
-    async def _listen(self, key: str, app: web.Application) -> None:
-        listeners = [entry for entry in self._conf.get(key) or [] if not entry.get("ssl")]
+    def _tls_contexts(self) -> dict[str, Any]:
+        """A server context per listener family that has an ``ssl`` entry: its ``ssl_cert``
+        list, or Kong's generated default certificates."""
+        contexts = {}
+        for key in tls.FAMILIES:
+            if any(entry.get("ssl") for entry in self._conf.get(key) or []):
+                context = tls.server_context(tls.listener_certificates(self._conf, key))
+                if key == "proxy_listeners":
+                    # ssl_certificate_by_lua exists only in the proxy server block
+                    context.sni_callback = self.sni_map.callback()
+                contexts[key] = context
+        return contexts
+
+    async def _listen(self, key: str, app: web.Application, contexts: dict[str, Any]) -> None:
+        listeners = list(self._conf.get(key) or [])
         if not listeners:
             return
+        context = contexts.get(key)
         app.middlewares.append(self._track)
         # aiohttp's own access log is off: the node writes Kong-style access logs itself.
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -124,9 +145,17 @@ class Node:
         self._runners.append(runner)
         for entry in listeners:
             host = entry["ip"].strip("[]")
-            site = web.TCPSite(runner, host, entry["port"], reuse_address=True, backlog=1024)
+            site = web.TCPSite(
+                runner,
+                host,
+                entry["port"],
+                reuse_address=True,
+                backlog=1024,
+                ssl_context=context if entry.get("ssl") else None,
+            )
             await site.start()
-            log.info("%s listening on %s:%s", key, host, entry["port"])
+            ssl_flag = " ssl" if entry.get("ssl") else ""
+            log.info("%s listening on %s:%s%s", key, host, entry["port"], ssl_flag)
 
     @web.middleware
     async def _track(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -230,7 +259,11 @@ class Node:
             keyauth_credentials=creds,
             upstreams=[public(r) for r in rows["upstreams"]],
             targets=[public(r) for r in rows["targets"]],
+            certificates={r["id"]: public(r) for r in rows["certificates"]},
+            snis=[public(r) for r in rows["snis"]],
+            ca_certificates={r["id"]: public(r) for r in rows["ca_certificates"]},
         )
+        self.sni_map.update(self._snapshot.certificates, self._snapshot.snis)
         await self.balancers.rebuild(self._snapshot.upstreams, self._snapshot.targets)
         self._seen_version = version
 
@@ -293,6 +326,9 @@ class Node:
             ],
             "upstreams": self._snapshot.upstreams,
             "targets": self._snapshot.targets,
+            "certificates": list(self._snapshot.certificates.values()),
+            "snis": self._snapshot.snis,
+            "ca_certificates": list(self._snapshot.ca_certificates.values()),
         }
         return declarative.export(snapshot_rows)
 
@@ -513,6 +549,8 @@ class StartError(Exception):
 
 
 def start_error_message(exc: Exception, conf: dict[str, Any]) -> str:
+    if isinstance(exc, tls.ConfError):
+        return str(exc)
     if isinstance(exc, OSError) and exc.errno == 98:
         # what nginx prints when a listener's port is taken
         return f"nginx: [emerg] bind() failed (98: Address already in use): {exc}"

@@ -59,6 +59,9 @@ MIGRATIONS = {
 
 # Unique columns per table: plain unique fields, plus the plugins' cache key.
 UNIQUE_COLUMNS = {
+    "certificates": [],
+    "snis": ["name"],
+    "ca_certificates": ["cert_digest"],
     "services": ["name"],
     "routes": ["name"],
     "consumers": ["username", "custom_id"],
@@ -203,8 +206,19 @@ def pg_conninfo(conf: dict[str, Any], *, database: str | None = None) -> dict[st
     }
     if conf.get("pg_password"):
         params["password"] = conf["pg_password"]
-    if conf.get("pg_ssl"):
-        params["sslmode"] = "require"
+    # kong/db/strategies/postgres/connector.lua: pgmoon gets ssl=pg_ssl, ssl_verify=
+    # pg_ssl_verify and the combined trusted certificates. Its SSLRequest is "only a hint":
+    # a server that answers N is used in plain text (libpq's "prefer"); verification checks
+    # the chain only, no host name (libpq's "verify-ca").
+    if not conf.get("pg_ssl"):
+        params["sslmode"] = "disable"
+    elif conf.get("pg_ssl_verify"):
+        from kongsim import tls
+
+        params["sslmode"] = "verify-ca"
+        params["sslrootcert"] = tls.trusted_bundle(conf)
+    else:
+        params["sslmode"] = "prefer"
     return params
 
 

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -68,12 +69,19 @@ class PostgresServer:
     user: str
     datadir: str
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # "require" when the server was started with TLS (and refuses plain TCP connections)
+    sslmode: str = "prefer"
 
     def connect(self, dbname: str = "postgres") -> Any:
         import psycopg
 
         return psycopg.connect(
-            host=self.host, port=self.port, user=self.user, dbname=dbname, autocommit=True
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=dbname,
+            autocommit=True,
+            sslmode=self.sslmode,
         )
 
     def create_database(self, name: str | None = None) -> str:
@@ -94,9 +102,29 @@ class PostgresServer:
         }
 
 
+def _postgres_tls(tmp: str, datadir: str, pair: tuple[str, str]) -> dict[str, str]:
+    """Write the server's certificate and key (owned by postgres, key mode 0600) and a
+    pg_hba.conf that takes TCP clients only over TLS; return the settings that turn it on."""
+    paths = {}
+    for name, text in (("server.crt", pair[0]), ("server.key", pair[1])):
+        path = os.path.join(tmp, name)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(path, 0o600)
+        if os.geteuid() == 0:
+            shutil.chown(path, "postgres", "postgres")
+        paths[name] = path
+    with open(os.path.join(datadir, "pg_hba.conf"), "w", encoding="utf-8") as fh:
+        fh.write("local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
+    return {"ssl": "on", "ssl_cert_file": paths["server.crt"], "ssl_key_file": paths["server.key"]}
+
+
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """Start PostgreSQL (initdb + postgres) on a random loopback port; stop and delete it after."""
+def postgres_server(tls: tuple[str, str] | None = None) -> Iterator[PostgresServer]:
+    """Start PostgreSQL (initdb + postgres) on a random loopback port; stop and delete it after.
+
+    With ``tls`` (certificate and key PEM) the server has ``ssl = on`` and its pg_hba.conf
+    accepts TCP connections only over TLS (``hostssl``)."""
     bindir = _pg_bin()
     tmp = tempfile.mkdtemp(prefix="kongsim-pg-")
     datadir = os.path.join(tmp, "data")
@@ -116,6 +144,8 @@ def postgres_server() -> Iterator[PostgresServer]:
             "full_page_writes": "off",
             "max_connections": "200",
         }
+        if tls is not None:
+            settings.update(_postgres_tls(tmp, datadir, tls))
         cmd = [os.path.join(bindir, "postgres"), "-D", datadir, "-p", str(port), "-k", tmp]
         for key, value in settings.items():
             cmd += ["-c", f"{key}={value}"]
@@ -124,6 +154,8 @@ def postgres_server() -> Iterator[PostgresServer]:
             cmd, stdout=logfile, stderr=subprocess.STDOUT, **_postgres_user()
         )
         server = PostgresServer("127.0.0.1", port, "postgres", datadir, process)
+        if tls is not None:
+            server.sslmode = "require"
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -179,17 +211,27 @@ class KongNode:
         *,
         bootstrap: bool = True,
         prefix: str | None = None,
+        tls: bool = False,
     ):
         self._own_prefix = prefix is None
         self.prefix = prefix or tempfile.mkdtemp(prefix="kongsim-node-")
         self.proxy_port = free_port()
         self.admin_port = free_port()
         self.status_port = free_port()
+        # with tls=True every family also gets an ``ssl`` listener (Kong's generated default
+        # certificates unless the conf names some)
+        self.proxy_ssl_port = free_port() if tls else None
+        self.admin_ssl_port = free_port() if tls else None
+        self.status_ssl_port = free_port() if tls else None
+
+        def listen(port: int, ssl_port: int | None) -> str:
+            return f"127.0.0.1:{port}" + (f", 127.0.0.1:{ssl_port} ssl" if ssl_port else "")
+
         self.conf: dict[str, Any] = {
             "prefix": self.prefix,
-            "proxy_listen": f"127.0.0.1:{self.proxy_port}",
-            "admin_listen": f"127.0.0.1:{self.admin_port}",
-            "status_listen": f"127.0.0.1:{self.status_port}",
+            "proxy_listen": listen(self.proxy_port, self.proxy_ssl_port),
+            "admin_listen": listen(self.admin_port, self.admin_ssl_port),
+            "status_listen": listen(self.status_port, self.status_ssl_port),
             "anonymous_reports": "off",
             "database": "off",
             **(conf or {}),
@@ -210,6 +252,18 @@ class KongNode:
     @property
     def status_url(self) -> str:
         return f"http://127.0.0.1:{self.status_port}"
+
+    @property
+    def proxy_ssl_url(self) -> str:
+        return f"https://127.0.0.1:{self.proxy_ssl_port}"
+
+    @property
+    def admin_ssl_url(self) -> str:
+        return f"https://127.0.0.1:{self.admin_ssl_port}"
+
+    @property
+    def status_ssl_url(self) -> str:
+        return f"https://127.0.0.1:{self.status_ssl_port}"
 
     def environ(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KONG_")}
@@ -259,6 +313,10 @@ class KongNode:
             try:
                 with urllib.request.urlopen(self.admin_url + "/status", timeout=2) as resp:  # noqa: S310
                     if resp.status == 200:
+                        # the proxy listeners open after the Admin API's
+                        for port in (self.proxy_port, self.proxy_ssl_port):
+                            if port is not None and f":{port}" in str(self.conf["proxy_listen"]):
+                                _wait_port(port, self.process, "the proxy listener", timeout)
                         return self
             except (urllib.error.URLError, OSError):
                 pass
@@ -330,8 +388,11 @@ def http(
     data: bytes | str | dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 30,
+    context: ssl.SSLContext | None = None,
 ) -> Response:
-    """One HTTP request with the standard library; never raises on 4xx/5xx."""
+    """One HTTP request with the standard library; never raises on 4xx/5xx. ``https`` URLs
+    use ``context`` (by default one that trusts nothing and checks nothing: the listeners'
+    certificates are the tests' subject, not their transport)."""
     import json as jsonlib
     from urllib.parse import urlencode
 
@@ -348,8 +409,12 @@ def http(
     else:
         body = data
     req = urllib.request.Request(url, data=body, method=method, headers=hdrs)  # noqa: S310
+    if context is None and url.startswith("https:"):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:  # noqa: S310
             return Response(resp.status, resp.headers, resp.read())
     except urllib.error.HTTPError as exc:
         return Response(exc.code, exc.headers, exc.read())
@@ -386,18 +451,31 @@ class RedisServer:
     ``stop()`` and ``start()`` take it down and bring it back on the same port, so tests can
     watch a node lose and regain its Redis."""
 
-    def __init__(self, password: str | None = None):
+    def __init__(self, password: str | None = None, tls: tuple[str, str, str] | None = None):
         self.host = "127.0.0.1"
         self.port = free_port()
         self.password = password
         self.dir = tempfile.mkdtemp(prefix="kongsim-redis-")
         self.process: subprocess.Popen[bytes] | None = None
+        # (certificate, key, CA) PEM: the port then speaks TLS only (``tls-port``, plain
+        # ``port 0``), without client certificates
+        self.tls = tls
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not os.path.exists(binary):
             raise RuntimeError("redis-server not found (install Debian's 'redis-server')")
         cmd = [binary, "--bind", self.host, "--port", str(self.port), "--save", ""]
+        if self.tls is not None:
+            files = []
+            for name, text in zip(("server.crt", "server.key", "ca.crt"), self.tls, strict=True):
+                path = os.path.join(self.dir, name)
+                with open(path, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+                files.append(path)
+            cmd[3:5] = ["--port", "0", "--tls-port", str(self.port)]
+            cmd += ["--tls-cert-file", files[0], "--tls-key-file", files[1]]
+            cmd += ["--tls-ca-cert-file", files[2], "--tls-auth-clients", "no"]
         cmd += ["--appendonly", "no", "--dir", self.dir, "--daemonize", "no"]
         cmd += ["--logfile", os.path.join(self.dir, "redis.log")]
         if self.password is not None:
@@ -421,7 +499,10 @@ class RedisServer:
         env = dict(os.environ)
         if self.password is not None:
             env["REDISCLI_AUTH"] = self.password
-        cmd = ["redis-cli", "-h", self.host, "-p", str(self.port), "-n", str(db), *args]
+        cmd = ["redis-cli", "-h", self.host, "-p", str(self.port), "-n", str(db)]
+        if self.tls is not None:
+            cmd += ["--tls", "--cacert", os.path.join(self.dir, "ca.crt")]
+        cmd += list(args)
         result = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
         return result.stdout.strip()
 
@@ -434,9 +515,11 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server(password: str | None = None) -> Iterator[RedisServer]:
+def redis_server(
+    password: str | None = None, tls: tuple[str, str, str] | None = None
+) -> Iterator[RedisServer]:
     """A started :class:`RedisServer`, stopped and its directory removed on exit."""
-    server = RedisServer(password)
+    server = RedisServer(password, tls)
     try:
         yield server.start()
     finally:

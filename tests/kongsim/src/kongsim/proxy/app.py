@@ -18,6 +18,9 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from kongsim import tls
+from kongsim.tls import UpstreamTLS
+
 from . import errors
 from .plugins import (
     SERVERLESS,
@@ -82,6 +85,30 @@ class _State:
         self.body_plugins = any(
             instance.conf.in_body for instance in self.index.combos.get("key-auth", {}).values()
         )
+        self.snapshot = snapshot
+        self._upstream_tls: dict[str, UpstreamTLS] = {}
+
+    def upstream_tls(self, service: Mapping[str, Any]) -> UpstreamTLS:
+        """An https Service's TLS settings (runloop/upstream_ssl.lua set_service_ssl), made on
+        first use per configuration version. A CA certificate id that does not exist is left
+        out (Kong logs ``CA Certificate '<id>' does not exist``)."""
+        tls_settings = self._upstream_tls.get(service["id"])
+        if tls_settings is None:
+            snapshot = self.snapshot
+            cas = [
+                snapshot.ca_certificates[ca]["cert"]
+                for ca in service.get("ca_certificates") or []
+                if ca in snapshot.ca_certificates
+            ]
+            cert = snapshot.certificates.get(client_certificate_id(snapshot, service) or "")
+            tls_settings = UpstreamTLS(
+                bool(service.get("tls_verify")),
+                service.get("tls_verify_depth"),
+                cas,
+                (cert["cert"], cert["key"]) if cert else None,
+            )
+            self._upstream_tls[service["id"]] = tls_settings
+        return tls_settings
 
 
 def _ms(start: float, end: float) -> str:
@@ -91,6 +118,23 @@ def _ms(start: float, end: float) -> str:
 def _server_name(settings: ProxySettings) -> str:
     # With server_tokens off Kong clears the header and nginx writes its own name.
     return SERVER_HEADER if "server" in settings.enabled_headers else "openresty"
+
+
+def client_certificate_id(snapshot: Any, service: Mapping[str, Any]) -> str | None:
+    """``service.client_certificate``, else the balanced upstream's
+    (runloop/upstream_ssl.lua fallback_upstream_client_cert)."""
+    ref = service.get("client_certificate")
+    if ref is None:
+        host = service.get("host")
+        upstream = next((u for u in snapshot.upstreams if u.get("name") == host), None)
+        ref = upstream.get("client_certificate") if upstream else None
+    return ref.get("id") if ref else None
+
+
+def _strip_port(host: str) -> str:
+    if host.startswith("["):
+        return host[1 : host.find("]")]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _valid_ip(value: str) -> bool:
@@ -107,7 +151,7 @@ class ProxyServer:
     def __init__(self, runtime: Any):
         self.runtime = runtime
         self.counters = RateCounters()
-        self.redis = RedisPools()
+        self.redis = RedisPools(lambda: tls.trusted_bundle(runtime.conf))
         self._lua: Any = None  # the node's LuaJIT state, made when a function first runs
         self._lua_conf: Any = None
         self._state: _State | None = None
@@ -606,6 +650,7 @@ class ProxyServer:
         port = int(service.get("port") or (443 if tls else 80))
         retries = service.get("retries")
         tries = 1 + (5 if retries is None else int(retries))
+        tls_settings = state.upstream_tls(service) if tls else None
         if stream is not None:
             tries = 1  # an unbuffered body cannot be sent twice
         idempotent = request.method not in _NON_IDEMPOTENT
@@ -636,18 +681,27 @@ class ProxyServer:
                     host_line = f"Host: {balancer.host_header(peer, tls)}\r\n".encode()
                     peer_head = head[:line_end] + host_line + head[line_end:]
             sent_at = time.monotonic()
+            sni = pool_tag = None
+            if tls:
+                # proxy_ssl_name $upstream_host: the Host sent, without its port
+                start_host = peer_head.index(b"\r\nHost: ") + 8
+                host_value = peer_head[start_host : peer_head.index(b"\r\n", start_host)]
+                sni = _strip_port(host_value.decode("latin-1"))
+                pool_tag = client_certificate_id(state.snapshot, service)
             try:
                 upstream = await pool.request(
                     host,
                     port,
                     tls,
-                    bool(service.get("tls_verify")),
+                    tls_settings,
                     peer_head,
                     body,
                     stream,
                     request.method,
                     connect_timeout,
                     read_timeout,
+                    sni,
+                    pool_tag,
                 )
             except UpstreamError as exc:
                 if exc.kind == "dns":

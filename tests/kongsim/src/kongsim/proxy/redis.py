@@ -6,7 +6,10 @@ rate-limiting plugin uses it (``kong/plugins/rate-limiting/policies/init.lua``, 
   (``sock_opts.pool``); at most 100 idle connections are kept (``set_keepalive(10000, 100)``).
 - ``AUTH [username] password`` and ``SELECT db`` only on a new connection
   (``get_reused_times() == 0``), and only when a password is set / the database is not 0.
-- TLS when ``ssl`` is on, verified only with ``ssl_verify``, SNI ``server_name``.
+- TLS when ``ssl`` is on (a cosocket handshake): verified only with ``ssl_verify``, against
+  the combined ``lua_ssl_trusted_certificate`` bundle (``<prefix>/.ca_combined``), not the
+  system store; ``server_name`` is the SNI and the name checked; without it no SNI is sent
+  and only the chain is verified (OpenResty ``tcpsock:sslhandshake``).
 
 Only what the plugin sends is implemented (``EVAL`` with integer replies, the pipeline of the
 ``sync_rate`` mode is not). Standard library only, so the simulator's Debian package needs no
@@ -16,8 +19,9 @@ Redis client package.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl as sslmod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,23 +116,36 @@ class _Connection:
 class RedisPools:
     """One node's keep-alive pools, shared by every plugin instance that uses Redis."""
 
-    def __init__(self) -> None:
+    def __init__(self, trusted: Callable[[], str | None] | None = None) -> None:
         self._idle: dict[tuple[str, RedisConf], list[_Connection]] = {}
+        # the trusted certificates file, asked for when a verified connection is first made
+        self._trusted = trusted
+        self._contexts: dict[tuple[bool, bool], sslmod.SSLContext] = {}
+
+    def _context(self, verify: bool, check_name: bool) -> sslmod.SSLContext:
+        context = self._contexts.get((verify, check_name))
+        if context is None:
+            context = sslmod.SSLContext(sslmod.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = verify and check_name
+            context.verify_mode = sslmod.CERT_REQUIRED if verify else sslmod.CERT_NONE
+            cafile = self._trusted() if verify and self._trusted else None
+            if cafile and os.path.getsize(cafile):
+                context.load_verify_locations(cafile=cafile)
+            self._contexts[(verify, check_name)] = context
+        return context
 
     async def _connect(self, conf: RedisConf) -> _Connection:
         context: sslmod.SSLContext | None = None
         if conf.ssl:
-            context = sslmod.create_default_context()
-            if not conf.ssl_verify:
-                context.check_hostname = False
-                context.verify_mode = sslmod.CERT_NONE
+            context = self._context(conf.ssl_verify, bool(conf.server_name))
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
                     conf.host,
                     conf.port,
                     ssl=context,
-                    server_hostname=(conf.server_name or conf.host) if context else None,
+                    # "" sends no SNI (asyncio would otherwise use the host)
+                    server_hostname=(conf.server_name or "") if context else None,
                 ),
                 conf.timeout or None,
             )

@@ -16,6 +16,8 @@ import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
+from kongsim.tls import UpstreamTLS
+
 _MAX_HEAD = 64 * 1024
 _MAX_CHUNK_LINE = 4096
 _HIGH_WATER = 1024 * 1024
@@ -119,13 +121,18 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimeoutError())
 
 
+# (ip, port, tls) for plain http; https adds the SNI and the client certificate id, as
+# Kong's keepalive pool key (kong/init.lua balancer phase) does.
+PoolKey = tuple[Any, ...]
+
+
 class UpstreamResponse:
     """Status, headers (in order, as received) and the body as an async iterator."""
 
     def __init__(
         self,
         pool: UpstreamPool,
-        key: tuple[str, int, bool],
+        key: PoolKey,
         conn: _Connection,
         status: int,
         reason: str,
@@ -264,22 +271,20 @@ class UpstreamPool:
     """Keep-alive connections per (host, port, tls)."""
 
     def __init__(self, max_idle: int = 512):
-        self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
+        self._idle: dict[PoolKey, list[_Connection]] = {}
         self._max_idle = max_idle
-        self._tls: dict[bool, ssl.SSLContext] = {}
+        self._unverified: ssl.SSLContext | None = None
 
-    def _tls_context(self, verify: bool) -> ssl.SSLContext:
-        # Built on first use: loading the CA store takes a noticeable moment.
-        context = self._tls.get(verify)
-        if context is None:
-            context = ssl.create_default_context()
-            if not verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._tls[verify] = context
-        return context
+    def _tls_context(self) -> ssl.SSLContext:
+        """nginx's default for https upstreams: no verification."""
+        if self._unverified is None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            self._unverified = context
+        return self._unverified
 
-    def put(self, key: tuple[str, int, bool], conn: _Connection) -> None:
+    def put(self, key: PoolKey, conn: _Connection) -> None:
         idle = self._idle.setdefault(key, [])
         if len(idle) >= self._max_idle:
             conn.close()
@@ -293,15 +298,22 @@ class UpstreamPool:
         self._idle.clear()
 
     async def _connect(
-        self, host: str, port: int, tls: bool, verify: bool, connect_timeout: float
+        self,
+        host: str,
+        port: int,
+        tls: bool,
+        tls_settings: UpstreamTLS | None,
+        sni: str | None,
+        connect_timeout: float,
     ) -> _Connection:
         loop = asyncio.get_running_loop()
         kwargs: dict[str, Any] = {}
         if tls:
-            kwargs["ssl"] = self._tls_context(verify)
-            kwargs["server_hostname"] = host
+            kwargs["ssl"] = tls_settings.context if tls_settings else self._tls_context()
+            # the SNI and the name verified: the upstream Host (Python sends no SNI for an IP)
+            kwargs["server_hostname"] = sni or host
         try:
-            _, conn = await asyncio.wait_for(
+            transport, conn = await asyncio.wait_for(
                 loop.create_connection(lambda: _Connection(loop), host, port, **kwargs),
                 connect_timeout,
             )
@@ -311,6 +323,12 @@ class UpstreamPool:
             raise UpstreamError("timeout", False, "connect") from None
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamError("connect", False, str(exc)) from None
+        if tls_settings is not None and tls_settings.verify:
+            sslobj = transport.get_extra_info("ssl_object")
+            leaf = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+            if not tls_settings.depth_ok(leaf):
+                conn.close()
+                raise UpstreamError("connect", False, "certificate chain too long")
         return conn
 
     async def request(
@@ -318,16 +336,18 @@ class UpstreamPool:
         host: str,
         port: int,
         tls: bool,
-        verify: bool,
+        tls_settings: UpstreamTLS | None,
         head: bytes,
         body: bytes | None,
         body_stream: AsyncIterator[bytes] | None,
         method: str,
         connect_timeout: float,
         read_timeout: float,
+        sni: str | None = None,
+        pool_tag: str | None = None,
     ) -> UpstreamResponse:
         """Send one request (``head`` ends with the blank line) and read the response head."""
-        key = (host, port, tls)
+        key: PoolKey = (host, port, True, sni, pool_tag) if tls else (host, port, False)
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
@@ -343,7 +363,7 @@ class UpstreamPool:
                 # as nginx does, unless the upstream did answer something.
                 if exc.kind != "stale":
                     raise
-        conn = await self._connect(host, port, tls, verify, connect_timeout)
+        conn = await self._connect(host, port, tls, tls_settings, sni, connect_timeout)
         try:
             return await self._exchange(key, conn, head, body, body_stream, method, read_timeout)
         except UpstreamError as exc:
@@ -353,7 +373,7 @@ class UpstreamPool:
 
     async def _exchange(
         self,
-        key: tuple[str, int, bool],
+        key: PoolKey,
         conn: _Connection,
         head: bytes,
         body: bytes | None,
@@ -371,7 +391,7 @@ class UpstreamPool:
 
     async def _send_and_read_head(
         self,
-        key: tuple[str, int, bool],
+        key: PoolKey,
         conn: _Connection,
         head: bytes,
         body: bytes | None,

@@ -1,0 +1,72 @@
+"""``pg_ssl`` / ``pg_ssl_verify`` (``kong-3.9-tls.md`` G) against a PostgreSQL that has TLS on
+and accepts TCP clients only over TLS (``hostssl``)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+from kongsim.testing import KongNode, PostgresServer, http, postgres_server
+from tlscerts import CA
+
+
+@pytest.fixture(scope="module")
+def ca() -> CA:
+    return CA("kongsim pg CA")
+
+
+@pytest.fixture(scope="module")
+def tls_pg(ca: CA) -> Iterator[PostgresServer]:
+    # pgmoon checks the chain only, not the host name: any name will do
+    pair = ca.leaf("db.kongsim.test")
+    with postgres_server(tls=(pair.cert, pair.key)) as server:
+        yield server
+
+
+def _ca_file(pem: str) -> str:
+    fd, path = tempfile.mkstemp(suffix=".pem")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(pem)
+    return path
+
+
+def test_pg_ssl_off_is_refused_by_a_tls_only_server(tls_pg: PostgresServer) -> None:
+    node = KongNode(tls_pg.kong_conf(tls_pg.create_database()))
+    try:
+        with pytest.raises(RuntimeError, match=r"no pg_hba\.conf entry"):
+            node.start()
+    finally:
+        node.close()
+
+
+def test_pg_ssl_on_stores_over_tls(tls_pg: PostgresServer) -> None:
+    conf = {**tls_pg.kong_conf(tls_pg.create_database()), "pg_ssl": "on"}
+    with KongNode(conf) as node:
+        resp = http("POST", node.admin_url + "/services", json={"name": "s", "url": "http://a"})
+        assert resp.status == 201, resp.text
+        assert http("GET", node.admin_url + "/services/s").status == 200
+        assert http("GET", node.status_url + "/status/ready").status == 200
+
+
+def test_pg_ssl_verify_checks_the_chain(tls_pg: PostgresServer, ca: CA) -> None:
+    db = tls_pg.create_database()
+    good = {
+        **tls_pg.kong_conf(db),
+        "pg_ssl": "on",
+        "pg_ssl_verify": "on",
+        "lua_ssl_trusted_certificate": _ca_file(ca.cert),
+    }
+    with KongNode(good) as node:
+        resp = http("POST", node.admin_url + "/services", json={"name": "v", "url": "http://a"})
+        assert resp.status == 201, resp.text
+        with open(os.path.join(node.prefix, ".ca_combined"), encoding="utf-8") as fh:
+            assert ca.cert in fh.read()
+    wrong = {**good, "lua_ssl_trusted_certificate": _ca_file(CA("another CA").cert)}
+    node = KongNode(wrong, bootstrap=False)
+    try:
+        with pytest.raises(RuntimeError, match="certificate verify failed"):
+            node.start()
+    finally:
+        node.close()
