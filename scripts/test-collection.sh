@@ -7,6 +7,7 @@
 # Usage: scripts/test-collection.sh [sanity|unit|integration|lint]...   (default: all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/env.sh
 root=$PWD
 export ANSIBLE_CONFIG="$root/ansible.cfg"
 results=${RESULTS:-$root/build/test-results}
