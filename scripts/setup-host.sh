@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   podman runc conmon netavark aardvark-dns iptables slirp4netns fuse-overlayfs uidmap catatonit
   debootstrap dpkg-dev fakeroot
-  postgresql
+  postgresql redis-server
   curl wrk jq openssh-client
 )
 

@@ -301,6 +301,8 @@ def test_root(admin):
     assert re.fullmatch(r"[0-9a-f-]{36}", body["node_id"])
     assert set(body["plugins"]["available_on_server"]) == {
         "key-auth",
+        "post-function",
+        "pre-function",
         "rate-limiting",
         "request-transformer",
     }
@@ -336,7 +338,13 @@ def test_status(admin):
 
 def test_plugins_enabled(admin):
     assert admin.get("/plugins/enabled").json() == {
-        "enabled_plugins": ["key-auth", "rate-limiting", "request-transformer"]
+        "enabled_plugins": [
+            "key-auth",
+            "post-function",
+            "pre-function",
+            "rate-limiting",
+            "request-transformer",
+        ]
     }
 
 

@@ -116,7 +116,8 @@ def test_package_metadata(deb: Path) -> None:
     assert "Package: kong\n" in fields
     assert f"Version: {VERSION}\n" in fields
     assert "Architecture: all\n" in fields
-    for dep in ("python3 (>= 3.11)", "python3-aiohttp", "python3-yaml", "python3-psycopg"):
+    deps = ("python3 (>= 3.11)", "python3-aiohttp", "python3-yaml", "python3-psycopg")
+    for dep in (*deps, "python3-lupa"):
         assert dep in fields
     # A real Kong 3.9.3 package must supersede the simulator.
     assert run("dpkg", "--compare-versions", VERSION, "lt", "3.9.3", check=False).returncode == 0
@@ -139,6 +140,25 @@ def test_installed_like_kongs_package(container: Container) -> None:
     assert "ExecStartPre=/usr/local/bin/kong prepare -p /usr/local/kong" in unit
     assert "Environment=KONG_NGINX_DAEMON=off" in unit
     assert "ExecStop=/bin/kill -s QUIT $MAINPID" in unit
+
+
+LUA_CHECK = """
+from multidict import CIMultiDict
+from kongsim.proxy.lua import LuaEngine, RequestView, syntax_error
+print(syntax_error("x ="))
+code = 'return function() kong.service.request.set_header("apikey", '
+code += 'kong.request.get_header("authorization"):match("^Bearer%s+(.+)$")) end'
+headers = CIMultiDict({"Authorization": "Bearer k1"})
+LuaEngine({}).run([code], RequestView(headers, {}, {}, "/"))
+print(headers["apikey"])
+"""
+
+
+def test_pre_function_lua_runs_on_debians_lupa(container: Container) -> None:
+    """Debian 12's python3-lupa (1.14, LuaJIT) runs the pre-function sandbox."""
+    container.write("/tmp/lua_check.py", LUA_CHECK)
+    out = container.sh("PYTHONPATH=/usr/local/lib/kongsim python3 /tmp/lua_check.py").stdout
+    assert out.splitlines() == ["[string \"x =\"]:1: unexpected symbol near '<eof>'", "k1"]
 
 
 def test_version(container: Container) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import Admin
-from kongsim.testing import KongNode, PostgresServer, Response, free_port, http
+from kongsim.testing import KongNode, PostgresServer, Response, echo_upstream, http
 
 REQUEST_ID_LEN = 32
 
@@ -27,22 +25,8 @@ REQUEST_ID_LEN = 32
 @pytest.fixture(scope="module")
 def upstream_port() -> Iterator[int]:
     """The echo upstream (``kongsim.proxy.echo``) in its own process."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "kongsim.proxy.echo", str(port)])
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.05)
+    with echo_upstream() as port:
         yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import select
+import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 from kongsim import KONG_VERSION
@@ -202,12 +207,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
 
 
+def _alive(pid: int) -> bool:
+    """``kill -0``, except that a process that has exited but was not yet reaped by its
+    parent (a zombie, e.g. a node a test started) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             return True
         time.sleep(0.05)
     return False
@@ -228,16 +247,69 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_quit(args: argparse.Namespace) -> int:
+    """``kong/cmd/quit.lua``: wait ``--wait`` seconds while still serving, send SIGQUIT (the
+    node finishes its requests), and after ``--timeout`` seconds (at least 1) send SIGTERM."""
     conf = prefix_conf(args)
     pid = running_pid(conf)
     if not pid:
         raise CLIError(f"nginx not running in prefix: {conf['prefix']}")
-    os.kill(pid, 3)
-    if not _wait_gone(pid, float(args.timeout)):
-        os.kill(pid, 9)
+    wait = max(_seconds(args.wait, "wait"), 0)
+    if wait and _wait_gone(pid, wait):
+        log_error("Kong stopped while waiting (unexpected)")
+        return 0
+    os.kill(pid, signal.SIGQUIT)
+    if not _wait_gone(pid, max(_seconds(args.timeout, "timeout"), 1)):
+        os.kill(pid, signal.SIGTERM)
+        if not _wait_gone(pid, 10):
+            os.kill(pid, signal.SIGKILL)
         out("Timeout, Kong stopped forcefully")
         return 0
     out("Kong stopped (gracefully)")
+    return 0
+
+
+def _seconds(value: str, name: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise CLIError(f"bad --{name} value: {value}") from None
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    """``kong/cmd/drain.lua``: ``POST /status/ready {"status":"draining"}`` to the first status
+    listener of the running node's configuration (``<prefix>/.kong_env`` when present)."""
+    conf = load_conf(args, strict=False)
+    if os.path.isfile(conf["kong_env"]):
+        conf = kconf.load(conf["kong_env"], env={}, strict=False)
+    listeners = conf.get("status_listeners") or []
+    if not listeners:
+        out("No status listeners found in configuration.")
+        return 0
+    listener = listeners[0]
+    scheme = "https" if listener.get("ssl") else "http"
+    url = f"{scheme}://{listener['ip']}:{listener['port']}/status/ready"
+    request = urllib.request.Request(  # noqa: S310 - the node's own status listener
+        url,
+        data=json.dumps({"status": "draining"}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(request, timeout=1, context=context) as resp:  # noqa: S310
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        out(f"Failed to send request to {url}: {reason}")
+        return 0
+    if status != 204:
+        out(f"Unexpected response status from {url}: {status}")
+        return 0
+    out("Kong's status successfully changed to 'draining'")
     return 0
 
 
@@ -474,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--timeout", default="10")
     p.add_argument("-w", "--wait", default="0")
     p.set_defaults(func=cmd_quit, conf=None)
+    p = with_conf(sub.add_parser("drain"))
+    p.set_defaults(func=cmd_drain)
     p = with_conf(sub.add_parser("reload"))
     p.add_argument("--nginx-conf")
     p.set_defaults(func=cmd_reload)

@@ -39,7 +39,13 @@ DYNAMIC_PREFIXES = (
 ALIASES = {"nginx_main_daemon": "nginx_daemon", "nginx_main_user": "nginx_user"}
 
 # The plugins this simulator implements; "bundled" means all of them.
-IMPLEMENTED_PLUGINS = ("key-auth", "rate-limiting", "request-transformer")
+IMPLEMENTED_PLUGINS = (
+    "key-auth",
+    "post-function",
+    "pre-function",
+    "rate-limiting",
+    "request-transformer",
+)
 
 LISTEN_FLAGS = (
     "ssl",

@@ -537,9 +537,48 @@ def rate_limiting_schema(dbless: bool) -> PluginSchema:
     )
 
 
+def _serverless_schema(name: str, priority: int) -> PluginSchema:
+    """``pre-function`` / ``post-function`` (``kong/plugins/pre-function/_schema.lua``): one
+    array of Lua strings per phase, each checked with ``loadstring`` at write time."""
+
+    def validate_function(code: str) -> str | None:
+        from kongsim.proxy.lua import syntax_error
+
+        err = syntax_error(code)
+        return f"error parsing {name}: {err}" if err else None
+
+    phases = ("certificate", "rewrite", "access", "header_filter", "body_filter", "log")
+    return PluginSchema(
+        name,
+        "3.9.3",
+        priority,
+        [
+            (
+                phase,
+                Field(
+                    "array",
+                    required=True,
+                    default=[],
+                    elements=Field("string", validators=[validate_function]),
+                ),
+            )
+            for phase in phases
+        ],
+        protocols=t_protocols(PROTOCOLS, ["grpc", "grpcs", "http", "https"]),
+        no_consumer=True,
+        checks=[at_least_one_of(*(f"config.{p}" for p in phases))],
+    )
+
+
+PRE_FUNCTION = _serverless_schema("pre-function", 1000000)
+POST_FUNCTION = _serverless_schema("post-function", -1000)
+
+
 def plugin_schemas(dbless: bool) -> dict[str, PluginSchema]:
     return {
         "key-auth": KEY_AUTH,
+        "pre-function": PRE_FUNCTION,
+        "post-function": POST_FUNCTION,
         "rate-limiting": rate_limiting_schema(dbless),
         "request-transformer": REQUEST_TRANSFORMER,
     }

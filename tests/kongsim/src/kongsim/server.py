@@ -53,6 +53,13 @@ class Node:
         self.node_id = self._node_id()
         self.stats = {"total_requests": 0}
         self.ready = False
+        # ``kong drain`` (POST /status/ready): readiness answers 503 until the node restarts,
+        # as Kong keeps the flag in its ``kong`` shm.
+        self.draining = False
+        self._quitting = False
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._seen_version = -1
@@ -105,6 +112,7 @@ class Node:
         listeners = [entry for entry in self._conf.get(key) or [] if not entry.get("ssl")]
         if not listeners:
             return
+        app.middlewares.append(self._track)
         # aiohttp's own access log is off: the node writes Kong-style access logs itself.
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -115,7 +123,46 @@ class Node:
             await site.start()
             log.info("%s listening on %s:%s", key, host, entry["port"])
 
+    @web.middleware
+    async def _track(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Count the requests in flight on every listener (graceful shutdown waits for them)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        self._idle.clear()
+        try:
+            response = await handler(request)
+            if self._quitting:
+                # nginx turns keep-alive off in a worker that is shutting down.
+                response.force_close()
+            return response
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+            if not self._handlers:
+                self._idle.set()
+
+    async def quit(self) -> None:
+        """SIGQUIT, nginx's graceful shutdown: close the listening sockets (new connections are
+        refused, the status listener's too), close idle keep-alive connections, let every
+        request in flight finish, streams included, with no time limit (``kong quit`` sends
+        SIGTERM after its own ``--timeout``), then stop."""
+        self._quitting = True
+        log.info("gracefully shutting down")
+        for runner in self._runners:
+            for site in list(runner.sites):
+                await site.stop()
+            server = runner.server
+            for conn in list(getattr(server, "connections", None) or []):
+                # RequestHandler.close(): finish the current request, then close.
+                conn.close()
+        await self._idle.wait()
+        await self.stop()
+
     async def stop(self) -> None:
+        """Stop now (SIGTERM, nginx's fast shutdown): requests in flight are cut off."""
+        for task in list(self._handlers):
+            task.cancel()
         for task in self._tasks:
             task.cancel()
         for runner in reversed(self._runners):
@@ -291,6 +338,8 @@ class Node:
         admin = AdminAPI(self)
 
         async def ready(request: web.Request) -> web.Response:
+            if self.draining:
+                return json_response(503, {"message": "draining"})
             if not self.ready:
                 return json_response(503, {"message": "Kong is not ready"})
             if self.dbless and self.config_hash == declarative.EMPTY_HASH:
@@ -300,6 +349,26 @@ class Node:
             if not self.dbless and not await self.db_reachable():
                 return json_response(503, {"message": "failed to connect to database"})
             return json_response(200, {"message": "ready"})
+
+        async def drain(request: web.Request) -> web.Response:
+            """``kong/status/ready.lua`` POST: ``status=draining`` (JSON body, form or query,
+            as Kong's request params merge them) sets the flag and answers 204; anything else
+            400 with no body."""
+            params: dict[str, Any] = dict(request.query)
+            ctype = (request.content_type or "").lower()
+            raw = await request.read()
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                if ctype == "application/json" and raw:
+                    body = json.loads(raw)
+                    if isinstance(body, dict):
+                        params.update(body)
+                elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+                    params.update(await request.post())
+            if params.get("status") == "draining":
+                self.draining = True
+                log.info("status changed to 'draining'")
+                return web.Response(status=204)
+            return web.Response(status=400)
 
         async def status(request: web.Request) -> web.Response:
             return await admin.status(request)
@@ -312,6 +381,7 @@ class Node:
 
         app = web.Application(middlewares=[headers])
         app.router.add_get("/status/ready", ready)
+        app.router.add_post("/status/ready", drain)
         app.router.add_get("/status", status)
         return app
 
@@ -427,8 +497,21 @@ async def _serve(conf: dict[str, Any], ready_fd: int | None) -> int:
         os.close(ready_fd)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        loop.add_signal_handler(sig, stop.set)
+    graceful = False
+
+    def on_stop(quit_: bool) -> None:
+        nonlocal graceful
+        if stop.is_set() and not quit_:
+            # SIGTERM during a graceful shutdown (``kong quit`` timed out): stop now.
+            graceful_task.cancel()
+            return
+        graceful = graceful or quit_
+        stop.set()
+
+    graceful_task: asyncio.Future[None] = loop.create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_stop, False)
+    loop.add_signal_handler(signal.SIGQUIT, on_stop, True)
 
     reloads: set[asyncio.Future[None]] = set()
 
@@ -445,7 +528,14 @@ async def _serve(conf: dict[str, Any], ready_fd: int | None) -> int:
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
     log.info("exiting")
-    await node.stop()
+    if graceful:
+        graceful_task = asyncio.ensure_future(node.quit())
+        try:
+            await graceful_task
+        except asyncio.CancelledError:
+            await node.stop()
+    else:
+        await node.stop()
     with contextlib.suppress(OSError):
         os.unlink(pid_path)
     return 0

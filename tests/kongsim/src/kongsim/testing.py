@@ -353,3 +353,92 @@ def http(
             return Response(resp.status, resp.headers, resp.read())
     except urllib.error.HTTPError as exc:
         return Response(exc.code, exc.headers, exc.read())
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start on port {port}") from None
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def echo_upstream() -> Iterator[int]:
+    """The echo upstream (``kongsim.proxy.echo``) in its own process; yields its port."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "kongsim.proxy.echo", str(port)])
+    try:
+        _wait_port(port, process, "the echo upstream")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+class RedisServer:
+    """A private ``redis-server`` (Debian's package) on a loopback port, no persistence.
+
+    ``stop()`` and ``start()`` take it down and bring it back on the same port, so tests can
+    watch a node lose and regain its Redis."""
+
+    def __init__(self, password: str | None = None):
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.password = password
+        self.dir = tempfile.mkdtemp(prefix="kongsim-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.path.exists(binary):
+            raise RuntimeError("redis-server not found (install Debian's 'redis-server')")
+        cmd = [binary, "--bind", self.host, "--port", str(self.port), "--save", ""]
+        cmd += ["--appendonly", "no", "--dir", self.dir, "--daemonize", "no"]
+        cmd += ["--logfile", os.path.join(self.dir, "redis.log")]
+        if self.password is not None:
+            cmd += ["--requirepass", self.password]
+        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, self.process, "redis-server")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def cli(self, *args: str, db: int = 0) -> str:
+        """``redis-cli`` against this server (the password goes through the environment)."""
+        env = dict(os.environ)
+        if self.password is not None:
+            env["REDISCLI_AUTH"] = self.password
+        cmd = ["redis-cli", "-h", self.host, "-p", str(self.port), "-n", str(db), *args]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+        return result.stdout.strip()
+
+    def kong_conf(self, **extra: Any) -> dict[str, Any]:
+        """The rate-limiting ``config.redis`` record that points at this server."""
+        conf: dict[str, Any] = {"host": self.host, "port": self.port, **extra}
+        if self.password is not None:
+            conf.setdefault("password", self.password)
+        return conf
+
+
+@contextlib.contextmanager
+def redis_server(password: str | None = None) -> Iterator[RedisServer]:
+    """A started :class:`RedisServer`, stopped and its directory removed on exit."""
+    server = RedisServer(password)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)

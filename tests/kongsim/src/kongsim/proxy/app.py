@@ -20,14 +20,18 @@ from multidict import CIMultiDict
 
 from . import errors
 from .plugins import (
+    SERVERLESS,
     PluginExit,
     PluginIndex,
     RateCounters,
     RequestState,
     key_auth,
     rate_limiting,
+    rate_limiting_redis,
     request_transformer,
+    serverless,
 )
+from .redis import RedisPools
 from .router import Match, Router
 from .settings import SERVER_HEADER, ProxySettings
 from .upstream import UpstreamError, UpstreamPool, UpstreamResponse
@@ -103,6 +107,9 @@ class ProxyServer:
     def __init__(self, runtime: Any):
         self.runtime = runtime
         self.counters = RateCounters()
+        self.redis = RedisPools()
+        self._lua: Any = None  # the node's LuaJIT state, made when a function first runs
+        self._lua_conf: Any = None
         self._state: _State | None = None
         self._pool: UpstreamPool | None = None
 
@@ -114,6 +121,7 @@ class ProxyServer:
     async def on_cleanup(self, _app: web.Application) -> None:
         if self._pool is not None:
             self._pool.close()
+        self.redis.close()
 
     def state(self) -> _State:
         runtime = self.runtime
@@ -124,7 +132,32 @@ class ProxyServer:
             self._state = state
         return state
 
+    def lua(self) -> Any:
+        """The LuaJIT state, made anew when kong.conf changes (``untrusted_lua*``)."""
+        conf = self.runtime.conf
+        if self._lua is None or self._lua_conf is not conf:
+            from .lua import LuaEngine
+
+            self._lua = LuaEngine(conf)
+            self._lua_conf = conf
+        return self._lua
+
     # -- Kong-generated answers ----------------------------------------------------------
+
+    def _raw_exit(
+        self, state: _State, exit_: PluginExit, request_id: str, start: float
+    ) -> web.Response:
+        """``kong.response.exit`` from user code: its status, body and headers as given, plus
+        the header filter's own headers."""
+        settings = state.settings
+        out = CIMultiDict(exit_.headers)
+        enabled = settings.enabled_headers
+        if "x-kong-response-latency" in enabled:
+            out["X-Kong-Response-Latency"] = _ms(start, time.monotonic())
+        out["Server"] = _server_name(settings)
+        if "x-kong-request-id" in enabled:
+            out["X-Kong-Request-Id"] = request_id
+        return web.Response(status=exit_.status, body=exit_.body or b"", headers=out)
 
     def _exit(
         self,
@@ -400,11 +433,30 @@ class ProxyServer:
                     continue
                 if name == "key-auth":
                     key_auth(instance.conf, plugin_state, index)
+                elif name in SERVERLESS:
+                    variables = {
+                        "request_method": request.method,
+                        "uri": plugin_state.path,
+                        "request_uri": request.raw_path,
+                        "args": query if has_query else None,
+                        "remote_addr": remote_addr,
+                        "realip_remote_addr": realip_remote_addr,
+                        "host": (request.host or "").rsplit(":", 1)[0].lower(),
+                        "scheme": request.scheme,
+                    }
+                    serverless(self.lua(), name, instance.conf.access, plugin_state, variables)
                 elif name == "rate-limiting":
-                    rate_limiting(instance.conf, plugin_state, self.counters)
+                    if instance.conf.redis is not None:
+                        now = int(self.counters.clock())
+                        await rate_limiting_redis(instance.conf, plugin_state, self.redis, now)
+                    else:
+                        rate_limiting(instance.conf, plugin_state, self.counters)
                 else:
                     request_transformer(instance.conf, plugin_state)
         except PluginExit as exit_:
+            if exit_.raw:
+                exit_.headers = {**plugin_state.response_headers, **exit_.headers}
+                return self._raw_exit(state, exit_, request_id, start)
             extra = dict(plugin_state.response_headers)
             extra.update(exit_.headers)
             return self._exit(request, state, exit_.status, exit_.message, request_id, start, extra)

@@ -1,7 +1,9 @@
-"""The runtime side of the implemented plugins: key-auth, rate-limiting, request-transformer.
+"""The runtime side of the implemented plugins: pre-function, key-auth, rate-limiting,
+request-transformer, post-function.
 
-Plugins run in Kong's priority order (key-auth 1250, rate-limiting 910, request-transformer
-801). For each plugin name one configuration applies to a request, chosen by
+Plugins run in Kong's priority order (pre-function 1000000, key-auth 1250, rate-limiting 910,
+request-transformer 801, post-function -1000). For each plugin name one configuration applies
+to a request, chosen by
 ``lookup_cfg`` in ``kong/runloop/plugins_iterator.lua``: consumer+route+service,
 consumer+route, consumer+service, route+service, consumer, route, service, global. The
 consumer is the one authenticated by the plugins that ran before, so a consumer-scoped
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -22,22 +25,41 @@ from urllib.parse import parse_qsl, urlencode
 
 from multidict import CIMultiDict
 
+from .redis import RedisConf, RedisError, RedisPools
 from .uri import parse_query, remove_query_arg
+
+log = logging.getLogger("kongsim")
 
 Entity = dict[str, Any]
 
-PRIORITIES = {"key-auth": 1250, "rate-limiting": 910, "request-transformer": 801}
+PRIORITIES = {
+    "pre-function": 1000000,
+    "key-auth": 1250,
+    "rate-limiting": 910,
+    "request-transformer": 801,
+    "post-function": -1000,
+}
+SERVERLESS = frozenset(("pre-function", "post-function"))
 _HTTP_PROTOCOLS = frozenset(("http", "https", "grpc", "grpcs"))
 
 
 class PluginExit(Exception):
     """A plugin ends the request with a Kong-generated error (``kong.response.error``)."""
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+        # ``kong.response.exit`` from user Lua: this body (or none) as it is, no template.
+        self.body = body
+        self.raw = False
 
 
 @dataclass
@@ -96,6 +118,8 @@ def _compile(name: str, plugin: Entity) -> Any:
         return KeyAuthConf.build(config)
     if name == "rate-limiting":
         return RateLimitConf.build(config, plugin)
+    if name in SERVERLESS:
+        return ServerlessConf.build(config)
     return TransformerConf.build(config)
 
 
@@ -461,6 +485,8 @@ class RateLimitConf:
     error_message: str
     route_id: str
     service_id: str
+    fault_tolerant: bool
+    redis: RedisConf | None  # set with ``policy: redis``
 
     @classmethod
     def build(cls, config: Mapping[str, Any], plugin: Entity) -> RateLimitConf:
@@ -481,6 +507,12 @@ class RateLimitConf:
             # (``get_local_key`` in policies/init.lua), not the request's.
             route_id=_id(plugin.get("route")) or _EMPTY_UUID,
             service_id=_id(plugin.get("service")) or _EMPTY_UUID,
+            fault_tolerant=config.get("fault_tolerant", True) is not False,
+            redis=(
+                RedisConf.build(config.get("redis") or {})
+                if config.get("policy") == "redis"
+                else None
+            ),
         )
 
 
@@ -501,23 +533,17 @@ def _identifier(conf: RateLimitConf, state: RequestState) -> str:
     return identifier or state.client_ip
 
 
-def rate_limiting(conf: RateLimitConf, state: RequestState, counters: RateCounters) -> None:
-    if not conf.limits:
-        return
-    now = int(counters.clock())
-    identifier = _identifier(conf, state)
-    starts = period_starts(now)
-    usage: list[tuple[_Limit, Any]] = []
-    keys = []
+def _decide(
+    conf: RateLimitConf, state: RequestState, now: int, usage: list[tuple[_Limit, Any]]
+) -> None:
+    """The handler's headers and verdict from each period's remaining count; raises
+    :class:`PluginExit` when a period's limit is used up."""
     stop: str | None = None
-    for entry in conf.limits:
-        key = (conf.route_id, conf.service_id, identifier, entry.period, starts[entry.period])
-        keys.append(key)
-        remaining = entry.limit - counters.usage(key)
-        usage.append((entry, remaining))
+    for entry, remaining in usage:
         if remaining <= 0:
             stop = entry.period
     if not conf.hide:
+        starts = period_starts(now)
         headers = state.response_headers
         best: _Limit | None = None
         best_remaining: Any = 0
@@ -543,9 +569,71 @@ def rate_limiting(conf: RateLimitConf, state: RequestState, counters: RateCounte
         if stop is not None:
             headers["Retry-After"] = str(reset)
     if stop is not None:
-        # Blocked requests are not counted: Kong returns before scheduling the increment.
         raise PluginExit(conf.error_code, conf.error_message)
+
+
+def rate_limiting(conf: RateLimitConf, state: RequestState, counters: RateCounters) -> None:
+    """``policy: local`` (and ``cluster``, counted the same way in the node's memory)."""
+    if not conf.limits:
+        return
+    now = int(counters.clock())
+    identifier = _identifier(conf, state)
+    starts = period_starts(now)
+    usage: list[tuple[_Limit, Any]] = []
+    keys = []
+    for entry in conf.limits:
+        key = (conf.route_id, conf.service_id, identifier, entry.period, starts[entry.period])
+        keys.append(key)
+        usage.append((entry, entry.limit - counters.usage(key)))
+    # Blocked requests are not counted: Kong returns before scheduling the increment.
+    _decide(conf, state, now, usage)
     counters.increment(keys, now)
+
+
+# policies/init.lua, redis ``usage()``: count this request and return the count before it, so
+# that rejected requests are counted too; the expiry is the period length from the first hit.
+_INCR_SCRIPT = """
+local cache_key, expiration = KEYS[1], ARGV[1]
+local result_incr = redis.call("incr", cache_key)
+if result_incr == 1 then
+  redis.call("expire", cache_key, expiration)
+end
+return result_incr - 1
+"""
+
+
+def redis_key(conf: RateLimitConf, identifier: str, period: str, period_start: int) -> str:
+    """``get_local_key``: ``ratelimit:<route_id>:<service_id>:<identifier>:<start_ms>:<period>``."""
+    return (
+        f"ratelimit:{conf.route_id}:{conf.service_id}:{identifier}:{period_start * 1000}:{period}"
+    )
+
+
+async def rate_limiting_redis(
+    conf: RateLimitConf, state: RequestState, pools: RedisPools, now: int
+) -> None:
+    """``policy: redis`` with ``sync_rate = -1`` (realtime): one ``EVAL`` per period and
+    request. A ``sync_rate`` above 0 is served the same way (exact counts, where Kong batches
+    them per worker and so lets a few more requests through)."""
+    if not conf.limits or conf.redis is None:
+        return
+    identifier = _identifier(conf, state)
+    starts = period_starts(now)
+    usage: list[tuple[_Limit, Any]] = []
+    try:
+        for entry in conf.limits:
+            key = redis_key(conf, identifier, entry.period, starts[entry.period])
+            used = await pools.call(conf.redis, "EVAL", _INCR_SCRIPT, 1, key, entry.window)
+            usage.append((entry, entry.limit - int(used or 0)))
+    except RedisError as exc:
+        if not conf.fault_tolerant:
+            # handler.lua: error(err); the plugin runner answers 500.
+            log.error("[rate-limiting] failed to get usage: %s", exc)
+            raise PluginExit(500, "An unexpected error occurred") from None
+        # fault_tolerant: logged, then proxied without any rate-limit header.
+        log.error("failed to get usage: %s", exc)
+        return
+    _decide(conf, state, now, usage)
 
 
 # ---------------------------------------------------------------------------------------
@@ -603,3 +691,44 @@ def request_transformer(conf: TransformerConf, state: RequestState) -> None:
     for name, value in conf.append:
         if name.lower() != "host":
             headers.add(name, value)
+
+
+# ---------------------------------------------------------------------------------------
+# pre-function / post-function (kong/plugins/pre-function/_handler.lua): user Lua, see lua.py
+
+
+@dataclass(frozen=True)
+class ServerlessConf:
+    rewrite: tuple[str, ...]
+    access: tuple[str, ...]
+
+    @classmethod
+    def build(cls, config: Mapping[str, Any]) -> ServerlessConf:
+        return cls(
+            rewrite=tuple(config.get("rewrite") or ()),
+            access=tuple(config.get("access") or ()),
+        )
+
+
+def serverless(
+    engine: Any, name: str, codes: tuple[str, ...], state: RequestState, variables: Any
+) -> None:
+    """Run one phase's functions. ``kong.response.exit`` ends the request with the user's
+    answer; a Lua error is logged and ends it with Kong's 500 (the plugin runner's
+    ``An unexpected error occurred``), nothing proxied."""
+    if not codes:
+        return
+    from .lua import LuaExit, LuaFailure, RequestView
+
+    view = RequestView(state.headers, state.response_headers, variables, state.path)
+    try:
+        engine.run(codes, view)
+    except LuaFailure as exc:
+        log.error("[%s] %s", name, exc)
+        raise PluginExit(500, "An unexpected error occurred") from None
+    except LuaExit as exc:
+        if exc.message is not None:  # kong.response.error: Kong's error template
+            raise PluginExit(exc.status, exc.message, exc.headers) from None
+        out = PluginExit(exc.status, "", exc.headers, exc.body)
+        out.raw = True
+        raise out from None
