@@ -2,7 +2,8 @@
 # Tests the collection ai_gateway.kong (make test-collection):
 #   1. ansible-test sanity, from an ansible_collections/<ns>/<name> copy as its docs require;
 #   2. unit tests (pytest, HTTP mocked at the module_utils boundary);
-#   3. integration tests: real ansible-playbook runs against the Kong simulator (postgres, DB-less);
+#   3. integration tests: the `ansible-test integration` targets against the Kong simulator
+#      (postgres, DB-less), started by scripts/collection-integration.py;
 #   4. ansible-lint (profile production) on the collection's playbooks;
 #   5. install: `ansible-galaxy collection build`, `install` into an empty directory, then
 #      ansible-doc and a playbook that use that installed copy only (not this checkout).
@@ -20,6 +21,20 @@ mkdir -p "$results" build
 read -r -a SANITY_ARGS <<<"${SANITY_ARGS:-}"
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(sanity unit integration lint install)
+
+# collection_copy NAME: a fresh ansible_collections/ai_gateway/kong copy of the collection, one
+# place per checkout and NAME (tests/output, with ansible-test's own files, is kept between runs).
+collection_copy() {
+  local work
+  work="${TMPDIR:-/tmp}/ai-gateway-$1-$(printf %s "$root" | md5sum | cut -c1-8)"
+  work="$work/ansible_collections/ai_gateway/kong"
+  mkdir -p "$work/tests"
+  find "$work" -mindepth 1 -maxdepth 1 ! -name tests -exec rm -rf {} +
+  find "$work/tests" -mindepth 1 -maxdepth 1 ! -name output -exec rm -rf {} +
+  tar -C collections/ai_gateway --exclude=./tests/output --exclude=__pycache__ \
+    --exclude=.pytest_cache -cf - . | tar -C "$work" -xf -
+  echo "$work"
+}
 
 sanity() {
   # ansible-test keeps its sanity virtualenvs (pinned pylint, voluptuous, ...) under
@@ -53,13 +68,7 @@ PY
   # The copy keeps one place per checkout so that ansible-test's own virtualenv (in its
   # tests/output/.tmp) is reused; it tests every file of the copy, so generated ones stay out.
   local work
-  work="${TMPDIR:-/tmp}/ai-gateway-sanity-$(printf %s "$root" | md5sum | cut -c1-8)"
-  work="$work/ansible_collections/ai_gateway/kong"
-  mkdir -p "$work/tests"
-  find "$work" -mindepth 1 -maxdepth 1 ! -name tests -exec rm -rf {} +
-  find "$work/tests" -mindepth 1 -maxdepth 1 ! -name output -exec rm -rf {} +
-  tar -C collections/ai_gateway --exclude=./tests/output --exclude=__pycache__ \
-    --exclude=.pytest_cache -cf - . | tar -C "$work" -xf -
+  work=$(collection_copy sanity)
   (
     cd "$work"
     HOME="$home" PIP_CACHE_DIR="$root/build/pip-cache" \
@@ -72,7 +81,17 @@ unit() {
 }
 
 integration() {
-  scripts/pytest.sh collection-integration collections/ai_gateway/tests/integration -q
+  # ansible-test integration targets (tests/integration/targets/) against the simulator.
+  # INTEGRATION_ARGS: extra ansible-test options or target names, for focused runs.
+  local work args
+  read -r -a args <<<"${INTEGRATION_ARGS:-}"
+  work=$(collection_copy integration)
+  scripts/collection-integration.py "$work" "${args[@]}"
+  cp "$work"/tests/output/junit/*.xml "$results/" 2>/dev/null || true
+  # pytest integration tests not converted to targets yet (real ansible-playbook runs as well).
+  if compgen -G "collections/ai_gateway/tests/integration/test_*.py" >/dev/null; then
+    scripts/pytest.sh collection-integration collections/ai_gateway/tests/integration -q
+  fi
 }
 
 lint() {
