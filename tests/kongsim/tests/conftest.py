@@ -49,12 +49,19 @@ class Admin:
         return self("DELETE", path, **kwargs)
 
     def seed(self, config: dict[str, Any]) -> None:
-        """Load ``services`` (with nested ``routes``/``plugins``), ``consumers`` (with nested
-        ``keyauth_credentials``/``plugins``) and top-level ``plugins``."""
+        """Load ``upstreams`` (with nested ``targets``), ``services`` (with nested
+        ``routes``/``plugins``), ``consumers`` (with nested ``keyauth_credentials``/``plugins``)
+        and top-level ``plugins``."""
         if self.dbless:
             resp = self.post("/config", json={"_format_version": "3.0", **config})
             assert resp.status == 201, resp.text
             return
+        for upstream in config.get("upstreams", []):
+            upstream = dict(upstream)
+            targets = upstream.pop("targets", [])
+            self._ok(self.post("/upstreams", json=upstream))
+            for target in targets:
+                self._ok(self.post(f"/upstreams/{upstream['name']}/targets", json=target))
         for service in config.get("services", []):
             service = dict(service)
             routes = service.pop("routes", [])

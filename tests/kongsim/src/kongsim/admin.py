@@ -35,6 +35,7 @@ COLLECTIONS = {
     "consumers": "consumers",
     "plugins": "plugins",
     "key-auths": "keyauth_credentials",
+    "upstreams": "upstreams",
 }
 NESTED = {
     ("services", "routes"): ("routes", "service"),
@@ -321,6 +322,10 @@ class AdminAPI:
         key = segments[1]
         if len(segments) == 2:
             return await self.entity(request, entity, key)
+        if entity == "upstreams":
+            from kongsim import admin_upstreams
+
+            return await admin_upstreams.dispatch(self, request, segments)
         sub = segments[2]
         if (entity, sub) in FOREIGN_LINKS and len(segments) == 3:
             return await self.foreign_link(request, entity, key, sub)
@@ -447,6 +452,7 @@ class AdminAPI:
 
     def _validate_only(self, entity: str, data: dict[str, Any]) -> None:
         probe = dict(data)
+        self.dao.normalize_input(entity, probe)
         probe.setdefault("id", "00000000-0000-4000-8000-000000000000")
         if entity == "keyauth_credentials" and probe.get("key") is None:
             probe["key"] = "x"
@@ -715,11 +721,15 @@ class AdminAPI:
                 f"/{parent}/{{{COLLECTIONS[parent]}}}/{sub}",
                 f"/{parent}/{{{COLLECTIONS[parent]}}}/{sub}/{{{child}}}",
             ]
+        base = "/upstreams/{upstreams}"
+        data += [f"{base}/health", f"{base}/targets", f"{base}/targets/all"]
+        data += [f"{base}/targets/{{targets}}{tail}" for tail in ("", "/healthy", "/unhealthy")]
+        data += [f"{base}/targets/{{targets}}/{{address}}/{h}" for h in ("healthy", "unhealthy")]
         return json_response(200, {"data": sorted(data)})
 
     async def tags(self, request: web.Request, rest: list[str]) -> web.Response:
         rows = []
-        for entity in ("services", "routes", "consumers", "plugins", "keyauth_credentials"):
+        for entity in ENTITIES:
             for row in await self.dao.rows(entity):
                 for tag in row.get("tags") or []:
                     if not rest or tag == rest[0]:

@@ -29,6 +29,7 @@ from kongsim.schema import (
     validate_record,
 )
 from kongsim.store import Row, Store, UniqueViolation
+from kongsim.upstreams import UPSTREAMS, normalize_target, upstream_shorthands
 
 INTERNAL_PREFIX = "_"
 
@@ -80,6 +81,14 @@ class DAO:
         schema = ENTITIES[entity]
         if is_uuid(key):
             return await self.get(entity, key)
+        if entity == "upstreams":
+            # validate_unique_row_method (kong/db/dao/init.lua): a name that fails the name
+            # validator is rejected before any lookup
+            name_field = UPSTREAMS.field("name")
+            assert name_field is not None
+            err = name_field.validators[0](key)
+            if err:
+                raise KongError(10, err, name="invalid unique name")
         if not schema.endpoint_key:
             return None
         for row in await self.store.find(entity, schema.endpoint_key, key):
@@ -135,6 +144,17 @@ class DAO:
                 message = f"{len(parts)} foreign keys unresolved ({'; '.join(parts)})"
             raise KongError(13, message, errors)
         return out
+
+    @staticmethod
+    def normalize_input(entity: str, data: dict[str, Any]) -> None:
+        """What Kong does to a write's input before merging and validating it: the upstream
+        shorthands and the targets' ``host:port`` normalisation (raises a schema violation)."""
+        if entity == "upstreams":
+            upstream_shorthands(data)
+        elif entity == "targets":
+            err = normalize_target(data)
+            if err:
+                raise schema_violation(err)
 
     def _plugin_schema(self, name: Any) -> PluginSchema | None:
         if isinstance(name, str) and name in self.enabled_plugins:
@@ -218,7 +238,12 @@ class DAO:
                         f"UNIQUE violation detected on '{{{fname}={lua_literal(value)}}}'",
                         {fname: value},
                     )
-        if schema.cache_key:
+        if entity == "targets":
+            key = {"target": row.get("target"), "upstream": row.get("upstream")}
+            for other in await self.store.find(entity, "target", row.get("target")):
+                if other["id"] != row["id"] and other.get("upstream") == row.get("upstream"):
+                    raise KongError(5, f"UNIQUE violation detected on '{lua_literal(key)}'", key)
+        elif schema.cache_key:
             key = {k: row.get(k) for k in schema.cache_key}
             for other in await self.store.find(entity, "name", row.get("name")):
                 if other["id"] != row["id"] and all(
@@ -240,6 +265,11 @@ class DAO:
             await self.store.save(entity, row)
         except UniqueViolation as exc:
             field = next((f for f in ENTITIES[entity].unique_fields if f in exc.column), None)
+            if entity == "targets":
+                key = {"target": row.get("target"), "upstream": row.get("upstream")}
+                raise KongError(
+                    5, f"UNIQUE violation detected on '{lua_literal(key)}'", key
+                ) from exc
             if field:
                 raise KongError(
                     5,
@@ -250,9 +280,11 @@ class DAO:
         return row
 
     def _auto(
-        self, entity: str, data: dict[str, Any], now: int, *, keep: Row | None = None
+        self, entity: str, data: dict[str, Any], now: float, *, keep: Row | None = None
     ) -> None:
         schema = ENTITIES[entity]
+        # targets use auto_timestamp_ms (seconds with a millisecond fraction), the rest seconds
+        now = round(now, 3) if entity == "targets" else int(now)
         if keep is not None:
             data["id"] = keep["id"]
             data["created_at"] = keep["created_at"]
@@ -273,7 +305,8 @@ class DAO:
     async def insert(self, entity: str, data: dict[str, Any], *, ttl: Any = None) -> Row:
         now = time.time()
         data = await self.resolve_foreign(entity, data)
-        self._auto(entity, data, int(now))
+        self.normalize_input(entity, data)
+        self._auto(entity, data, now)
         row, errors = self.prepare(entity, data)
         if errors:
             raise schema_violation(errors)
@@ -301,7 +334,8 @@ class DAO:
             data[schema.endpoint_key] = key
         if current is not None:
             data.pop("id", None)
-        self._auto(entity, data, int(now), keep=current)
+        self.normalize_input(entity, data)
+        self._auto(entity, data, now, keep=current)
         row, errors = self.prepare(entity, data)
         if errors:
             raise schema_violation(errors)
@@ -319,13 +353,14 @@ class DAO:
             for k in ("protocol", "host", "port", "path"):
                 base.pop(k, None)
         data = await self.resolve_foreign(entity, data)
+        self.normalize_input(entity, data)
         merged = merge(base, data)
         for name, f in ENTITIES[entity].fields:
             if f.type == "map" and name in data:
                 merged[name] = data[name]  # merge_values merges records, not maps
         merged["id"] = current["id"]
         if ENTITIES[entity].field("updated_at"):
-            merged["updated_at"] = int(now)
+            merged["updated_at"] = round(now, 3) if entity == "targets" else int(now)
         if entity == "plugins" and data.get("name") not in (None, current.get("name")):
             merged["config"] = data.get("config") or {}
         row, errors = self.prepare(entity, merged)
@@ -352,6 +387,7 @@ class DAO:
                 "services": [("plugins", "service")],
                 "routes": [("plugins", "route")],
                 "consumers": [("plugins", "consumer"), ("keyauth_credentials", "consumer")],
+                "upstreams": [("targets", "upstream")],
             }.get(entity, [])
             for child, fk in cascades:
                 for other in await self.store.find(child, f"{fk}.id", row["id"]):

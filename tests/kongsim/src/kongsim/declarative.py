@@ -29,11 +29,14 @@ TOP_KEYS = {
     "consumers",
     "plugins",
     "keyauth_credentials",
+    "upstreams",
+    "targets",
 }
 # Nested collections allowed under each entity, and the foreign key they fill in.
 NESTED = {
     "services": {"routes": ("routes", "service"), "plugins": ("plugins", "service")},
     "routes": {"plugins": ("plugins", "route")},
+    "upstreams": {"targets": ("targets", "upstream")},
     "consumers": {
         "plugins": ("plugins", "consumer"),
         "keyauth_credentials": ("keyauth_credentials", "consumer"),
@@ -140,6 +143,8 @@ def load(dao: DAO, config: Any) -> dict[str, list[dict[str, Any]]]:
     flattened: list[dict[str, Any]] = []
     for entity in ORDER:
         for item, _ in items[entity]:
+            if entity == "targets":
+                continue  # its id depends on the resolved upstream (below)
             item.setdefault("id", _generate_id(entity, item))
             key = _ref_key(entity, item)
             if key is not None:
@@ -170,10 +175,24 @@ def load(dao: DAO, config: Any) -> dict[str, list[dict[str, Any]]]:
                     )
                     continue
                 item[fname] = {"id": resolved}
+            if entity in ("upstreams", "targets"):
+                try:
+                    dao.normalize_input(entity, item)
+                except KongError as exc:
+                    _set_error(errors, path, exc.fields)
+                    flattened.append(_flat(entity, item, exc.fields))
+                    continue
+            if entity == "targets" and "id" not in item:
+                # one target per upstream: the same target twice collides on its id, as the
+                # cache key (upstream, target) makes Kong's generated ids collide
+                upstream_ref = (item.get("upstream") or {}).get("id")
+                seed = f"targets:{upstream_ref}:{item.get('target')}"
+                item["id"] = str(uuid.uuid5(NAMESPACE, seed))
             data = dict(item)
-            data.setdefault("created_at", now)
+            stamp: float = float(now) if entity == "targets" else now
+            data.setdefault("created_at", stamp)
             if schema.field("updated_at"):
-                data.setdefault("updated_at", now)
+                data.setdefault("updated_at", stamp)
             if entity == "keyauth_credentials" and data.get("key") is None:
                 data["key"] = random_key()
             row, field_errors = dao.prepare(entity, data)

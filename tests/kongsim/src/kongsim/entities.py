@@ -32,6 +32,7 @@ from kongsim.schema import (
     t_ts,
     t_uuid,
 )
+from kongsim.upstreams import TARGETS, UPSTREAMS
 
 
 def _service_checks(data: dict[str, Any]) -> Errors | None:
@@ -279,10 +280,19 @@ PLUGINS = EntitySchema(
 )
 
 ENTITIES: dict[str, EntitySchema] = {
-    s.name: s for s in (SERVICES, ROUTES, CONSUMERS, PLUGINS, KEYAUTH_CREDENTIALS)
+    s.name: s
+    for s in (SERVICES, ROUTES, CONSUMERS, PLUGINS, KEYAUTH_CREDENTIALS, UPSTREAMS, TARGETS)
 }
 # Foreign-key order for inserts (parents first) and cascading deletes.
-ORDER = ("services", "routes", "consumers", "plugins", "keyauth_credentials")
+ORDER = (
+    "services",
+    "routes",
+    "consumers",
+    "plugins",
+    "keyauth_credentials",
+    "upstreams",
+    "targets",
+)
 
 
 # --- plugin config schemas -----------------------------------------------------------------

@@ -30,6 +30,8 @@ class Snapshot:
     consumers: dict[str, Entity] = field(default_factory=dict)  # by id
     plugins: list[Entity] = field(default_factory=list)
     keyauth_credentials: list[Entity] = field(default_factory=list)
+    upstreams: list[Entity] = field(default_factory=list)
+    targets: list[Entity] = field(default_factory=list)
 
 
 class Runtime(Protocol):

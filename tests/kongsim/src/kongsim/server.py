@@ -22,6 +22,7 @@ from aiohttp import web
 from kongsim import KONG_VERSION, declarative
 from kongsim import conf as kconf
 from kongsim.admin import AdminAPI, json_response
+from kongsim.balancer import Balancers
 from kongsim.dao import DAO, expired, public
 from kongsim.errors import HTTPError, KongError
 from kongsim.runtime import Snapshot
@@ -65,6 +66,9 @@ class Node:
         self._seen_version = -1
         self._stopped = asyncio.Event()
         self._access_logs: dict[str, Any] = {}
+        # Per-node balancers and health state (the proxy reads ``balancers.by_name``).
+        self.balancers = Balancers()
+        self._event_id = 0
 
     # --- Runtime protocol -------------------------------------------------------------------
 
@@ -96,9 +100,10 @@ class Node:
         else:
             self.store = await PostgresStore.connect(conf)
             self.dao.store = self.store
+            self._event_id = await self.store.last_event_id()
         await self.refresh(force=True)
         await self._listen("admin_listeners", AdminAPI(self).app())
-        await self._listen("status_listeners", self.status_app())
+        await self._listen("status_listeners", self._upstream_status_routes(self.status_app()))
         if conf.get("proxy_listeners"):
             from kongsim.proxy import create_proxy_app
 
@@ -167,6 +172,7 @@ class Node:
             task.cancel()
         for runner in reversed(self._runners):
             await runner.cleanup()
+        self.balancers.stop()
         await self.store.close()
         for fh in self._access_logs.values():
             fh.close()
@@ -221,7 +227,10 @@ class Node:
             consumers={r["id"]: public(r) for r in rows["consumers"]},
             plugins=[public(r) for r in rows["plugins"]],
             keyauth_credentials=creds,
+            upstreams=[public(r) for r in rows["upstreams"]],
+            targets=[public(r) for r in rows["targets"]],
         )
+        await self.balancers.rebuild(self._snapshot.upstreams, self._snapshot.targets)
         self._seen_version = version
 
     async def changed(self) -> None:
@@ -233,8 +242,30 @@ class Node:
             await asyncio.sleep(float(self._conf.get("db_update_frequency") or 5))
             try:
                 await self.refresh()
+                await self._cluster_events()
             except Exception:  # a database outage must not kill the node; Kong keeps serving
                 log.exception("could not poll the database for changes")
+
+    async def _cluster_events(self) -> None:
+        """Apply the other nodes' ``balancer:post_health`` events (runloop/events.lua)."""
+        for event_id, channel, data in await self.store.events_since(self._event_id, self.node_id):
+            self._event_id = event_id
+            if data is not None and channel == "balancer:post_health":
+                self.balancers.post_health(
+                    data["upstream"], data["target"], data.get("address"), data["healthy"]
+                )
+
+    async def post_health(
+        self, upstream: str, target: str, address: str | None, healthy: bool
+    ) -> str | None:
+        """Manual health on this node, then broadcast to the cluster (a no-op DB-less)."""
+        err = self.balancers.post_health(upstream, target, address, healthy)
+        if err is None:
+            event = {"upstream": upstream, "target": target, "address": address}
+            await self.store.broadcast(
+                "balancer:post_health", {**event, "healthy": healthy}, self.node_id
+            )
+        return err
 
     async def db_reachable(self) -> bool:
         try:
@@ -259,6 +290,8 @@ class Node:
                 for c in self._snapshot.keyauth_credentials
                 if not expired({"_expires_at": c.get("expires_at")})
             ],
+            "upstreams": self._snapshot.upstreams,
+            "targets": self._snapshot.targets,
         }
         return declarative.export(snapshot_rows)
 
@@ -333,6 +366,29 @@ class Node:
         )
 
     # --- status listener --------------------------------------------------------------------
+
+    def _upstream_status_routes(self, app: web.Application) -> web.Application:
+        """DB-less only: the status listener also answers the upstream routes' GETs
+        (``/upstreams/{u}/health``, ``/targets``, ``/targets/all``; kong/status/init.lua)."""
+        if not self.dbless:
+            return app
+        from kongsim import admin_upstreams
+
+        admin = AdminAPI(self)
+
+        async def upstream_get(request: web.Request) -> web.Response:
+            segments = [s for s in request.path.split("/") if s]
+            if segments[2:] not in (["health"], ["targets"], ["targets", "all"]):
+                return json_response(404, {"message": "Not found"})
+            try:
+                response = await admin_upstreams.dispatch(admin, request, segments)
+            except HTTPError as exc:
+                return json_response(exc.status, exc.body, exc.headers)
+            assert isinstance(response, web.Response)
+            return response
+
+        app.router.add_get("/upstreams/{tail:.+}", upstream_get)
+        return app
 
     def status_app(self) -> web.Application:
         admin = AdminAPI(self)

@@ -64,6 +64,8 @@ UNIQUE_COLUMNS = {
     "consumers": ["username", "custom_id"],
     "plugins": ["instance_name", "cache_key"],
     "keyauth_credentials": ["key"],
+    "upstreams": ["name"],
+    "targets": ["cache_key"],
 }
 
 SCHEMA_SQL = [
@@ -71,6 +73,11 @@ SCHEMA_SQL = [
     "executed text[], pending text[], PRIMARY KEY (key, subsystem))",
     "CREATE TABLE IF NOT EXISTS kongsim_changes (id integer PRIMARY KEY, version bigint NOT NULL)",
     "INSERT INTO kongsim_changes (id, version) VALUES (1, 0) ON CONFLICT DO NOTHING",
+    # Kong's cluster_events table, reduced to what the simulator broadcasts
+    # (balancer:post_health); other nodes poll it every db_update_frequency seconds.
+    "CREATE TABLE IF NOT EXISTS kongsim_cluster_events (id bigserial PRIMARY KEY, "
+    "node_id text NOT NULL, at double precision NOT NULL, channel text NOT NULL, "
+    "data jsonb NOT NULL)",
 ]
 for _table, _cols in UNIQUE_COLUMNS.items():
     _extra = "".join(f", {col} text UNIQUE" for col in _cols)
@@ -86,8 +93,11 @@ class UniqueViolation(Exception):
         self.column = column
 
 
-def cache_key(row: Row) -> str:
-    """The plugins' uniqueness rule (plugins.lua: cache_key = name, route, service, consumer)."""
+def cache_key(row: Row, entity: str = "plugins") -> str:
+    """The plugins' uniqueness rule (plugins.lua: cache_key = name, route, service, consumer);
+    a target is unique per upstream (targets.lua: cache_key = upstream, target)."""
+    if entity == "targets":
+        return f"targets:{(row.get('upstream') or {}).get('id')}:{row.get('target')}"
     parts = [row.get("name") or ""]
     for fk in ("route", "service", "consumer"):
         parts.append((row.get(fk) or {}).get("id") or "")
@@ -117,6 +127,17 @@ class Store:
 
     async def version(self) -> int:
         raise NotImplementedError
+
+    async def broadcast(self, channel: str, data: Any, node_id: str) -> None:
+        """A cluster event for the other nodes on the same database (none in DB-less)."""
+        return None
+
+    async def events_since(self, last_id: int, node_id: str) -> list[tuple[int, str, Any]]:
+        """Other nodes' cluster events after ``last_id``: (id, channel, data)."""
+        return []
+
+    async def last_event_id(self) -> int:
+        return 0
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -260,7 +281,7 @@ class PostgresStore(Store):
         cols = UNIQUE_COLUMNS[entity]
         values: list[Any] = [row["id"]]
         for col in cols:
-            values.append(cache_key(row) if col == "cache_key" else row.get(col))
+            values.append(cache_key(row, entity) if col == "cache_key" else row.get(col))
         values += [row.get("_expires_at"), json.dumps(row)]
         names = ", ".join(["id", *cols, "expires_at", "entity"])
         marks = ", ".join(["%s"] * len(values))
@@ -290,6 +311,25 @@ class PostgresStore(Store):
 
     async def version(self) -> int:
         rows = await self._rows("SELECT version FROM kongsim_changes WHERE id = 1")
+        return int(rows[0][0]) if rows else 0
+
+    async def broadcast(self, channel: str, data: Any, node_id: str) -> None:
+        await self._rows_noresult(
+            "INSERT INTO kongsim_cluster_events (node_id, at, channel, data) "
+            "VALUES (%s, extract(epoch from now()), %s, %s)",
+            (node_id, channel, json.dumps(data)),
+        )
+
+    async def events_since(self, last_id: int, node_id: str) -> list[tuple[int, str, Any]]:
+        rows = await self._rows(
+            "SELECT id, channel, data, node_id FROM kongsim_cluster_events WHERE id > %s "
+            "ORDER BY id",
+            (last_id,),
+        )
+        return [(int(r[0]), r[1], r[2] if r[3] != node_id else None) for r in rows]
+
+    async def last_event_id(self) -> int:
+        rows = await self._rows("SELECT coalesce(max(id), 0) FROM kongsim_cluster_events")
         return int(rows[0][0]) if rows else 0
 
     @contextlib.asynccontextmanager

@@ -492,15 +492,22 @@ class ProxyServer:
         service_host = str(service.get("host"))
         scheme = service.get("protocol") or "http"
         port = int(service.get("port") or (443 if scheme == "https" else 80))
+        # A Service whose host names an upstream is balanced over its targets; the Host
+        # header then follows the target each try picks (set in _proxy).
+        # (The node's kongsim.balancer.Balancers; a runtime without one proxies to the host.)
+        balancers = getattr(self.runtime, "balancers", None)
+        balancer = balancers.by_name.get(service_host) if balancers is not None else None
+        target_host = False
         if host_override:
-            upstream_host = host_override
+            out["Host"] = host_override
         elif match.upstream_host:
-            upstream_host = match.upstream_host
+            out["Host"] = match.upstream_host
+        elif balancer is not None:
+            target_host = True
         elif port in (80, 443):
-            upstream_host = service_host
+            out["Host"] = service_host
         else:
-            upstream_host = f"{service_host}:{port}"
-        out["Host"] = upstream_host
+            out["Host"] = f"{service_host}:{port}"
         via_in = headers.get("Via")
         version = request.version
         protocol = "2" if version.major == 2 else f"{version.major}.{version.minor}"
@@ -544,6 +551,8 @@ class ProxyServer:
             request_id,
             start,
             plugin_state.response_headers,
+            balancer,
+            target_host,
         )
 
     def _nginx_error(
@@ -577,10 +586,17 @@ class ProxyServer:
         request_id: str,
         start: float,
         extra: Mapping[str, str],
+        balancer: Any = None,
+        target_host: bool = False,
     ) -> web.StreamResponse:
         """nginx's proxy_pass: up to ``retries`` more tries on connection errors and
         timeouts (``proxy_next_upstream error timeout``; POST/PATCH/LOCK only while nothing
-        was sent), then the error handler's 502/504."""
+        was sent), then the error handler's 502/504.
+
+        With a ``balancer`` each try asks it for the next peer (``Kong.balancer``): no peer
+        on the first try is Kong's 503 "failure to get a peer from the ring-balancer", on a
+        retry nginx's 503. Failed tries are reported to the passive health checks before the
+        retry, the final answer by its status (runloop/handler.lua log phase)."""
         pool = self._pool
         assert pool is not None
         service = match.service
@@ -597,7 +613,28 @@ class ProxyServer:
         read_timeout = int(service.get("read_timeout") or 60000) / 1000
         status = 502
         sent_at = time.monotonic()
+        peer = None
+        peer_head = head
         for attempt in range(tries):
+            if balancer is not None:
+                peer = balancer.get_peer()
+                if peer is None:
+                    if attempt == 0:
+                        return self._exit(
+                            request,
+                            state,
+                            503,
+                            "failure to get a peer from the ring-balancer",
+                            request_id,
+                            start,
+                            extra,
+                        )
+                    return self._nginx_error(request, state, 503, request_id)
+                host, port = peer.ip, peer.port
+                if target_host:
+                    line_end = head.index(b"\r\n") + 2
+                    host_line = f"Host: {balancer.host_header(peer, tls)}\r\n".encode()
+                    peer_head = head[:line_end] + host_line + head[line_end:]
             sent_at = time.monotonic()
             try:
                 upstream = await pool.request(
@@ -605,7 +642,7 @@ class ProxyServer:
                     port,
                     tls,
                     bool(service.get("tls_verify")),
-                    head,
+                    peer_head,
                     body,
                     stream,
                     request.method,
@@ -623,11 +660,17 @@ class ProxyServer:
                 # (invalid_header) is not retried.
                 retriable = exc.kind != "invalid" and (idempotent or not exc.sent)
                 if attempt + 1 < tries and retriable:
+                    if peer is not None:
+                        balancer.report(peer, "timeouts" if status == 504 else "tcp_failures")
                     continue
                 break
+            if peer is not None:
+                balancer.report_status(peer, upstream.status)
             return await self._relay(
                 request, state, match, upstream, request_id, start, sent_at, extra
             )
+        if peer is not None:
+            balancer.report_status(peer, status)
         return self._upstream_error(request, state, status, request_id, start, sent_at, extra)
 
     async def _relay(
