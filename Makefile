@@ -8,7 +8,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export LITELLM_OFFLINE_MODE := true
 RESULTS := $(CURDIR)/build/test-results
 
-.PHONY: setup run test lint test-llm-api test-kongsim test-collection test-playbooks test-molecule bench bench-kongsim clean
+.PHONY: setup run test lint test-readme test-llm-api test-kongsim test-collection test-playbooks test-molecule bench bench-kongsim clean
 
 ## Install everything the project needs on this machine (apt, podman settings, venv, image).
 setup:
@@ -27,6 +27,10 @@ lint:
 	ruff format --check .
 	yamllint --strict .
 	scripts/lint-extra.sh
+
+## The READMEs' commands: the block runner (scripts/readme-run.py) and what every README names.
+test-readme:
+	scripts/pytest.sh readme tests/readme
 
 test-llm-api:
 	scripts/pytest.sh llm_api llm_api/tests

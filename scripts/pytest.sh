@@ -2,6 +2,7 @@
 # Runs one pytest suite and records its results for the summary. pytest exits 5 when it
 # collects nothing; for a suite that must have tests that is a failure, said plainly.
 set -uo pipefail
+. "$(dirname "$0")/env.sh"
 name=$1; shift
 results=${RESULTS:-build/test-results}
 mkdir -p "$results"

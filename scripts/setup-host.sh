@@ -2,8 +2,9 @@
 # Installs everything the tests need on a fresh Debian 12 machine (run as root):
 # Debian packages (podman for Molecule, ssh to reach its containers, PostgreSQL for the Kong
 # simulator's tests, Redis for llm_api's quota tests, wrk for the benchmarks), the podman
-# settings these machines need, the project's virtualenv and the Debian 12 container image
-# Molecule starts. Safe to re-run: every step skips work already done.
+# settings these machines need, the project's virtualenv, the collections of requirements.yml
+# and the Debian 12 container image Molecule starts. Safe to re-run: every step skips work
+# already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,5 +52,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs" ]; then
   fi
   echo "$inputs" >"$stamp"
 fi
+
+# The collections the roles and scenarios use (requirements.yml). The full `ansible` package in
+# the virtualenv bundles them, so this finds them installed and contacts no server; with
+# ansible-core alone it installs them from Galaxy into ./collections (ansible.cfg's first path).
+ANSIBLE_CONFIG=$PWD/ansible.cfg .venv/bin/ansible-galaxy collection install -r requirements.yml
 
 scripts/build-image.sh

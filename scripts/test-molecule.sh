@@ -6,6 +6,7 @@
 #   scripts/test-molecule.sh kong default    # just these, in this order
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/env.sh
 results=${RESULTS:-build/test-results}
 mkdir -p "$results"
 export MOLECULE_NO_LOG=false

@@ -3,9 +3,10 @@
 
     openai_sdk_check.py --base-url http://GATEWAY/llm/v1 --key CLIENT_KEY --model MODEL
 
-The client key goes in the `x-api-key` header (`default_headers`, which Kong's key-auth reads)
-and, as users often do, also as the SDK's `api_key` (sent as `Authorization: Bearer`, which Kong
-must strip before llm_api). Prints a JSON summary; any SDK error ends the script with its message.
+The client key is only the SDK's `api_key`, as almost every OpenAI client (SDKs, LangChain, IDE
+plugins) lets users set it: the SDK sends it as `Authorization: Bearer <key>`, which the gateway
+maps for Kong's key-auth (and strips before llm_api). A second client with a wrong `api_key`
+must get Kong's 401. Prints a JSON summary; any other SDK error ends the script with its message.
 """
 
 import argparse
@@ -20,13 +21,7 @@ def main() -> None:
     parser.add_argument("--key", required=True)
     parser.add_argument("--model", required=True)
     args = parser.parse_args()
-    client = openai.OpenAI(
-        base_url=args.base_url,
-        api_key=args.key,
-        default_headers={"x-api-key": args.key},
-        max_retries=0,
-        timeout=60,
-    )
+    client = openai.OpenAI(base_url=args.base_url, api_key=args.key, max_retries=0, timeout=60)
     messages = [{"role": "user", "content": "Say hello through the gateway."}]
     chat = client.chat.completions.create(model=args.model, messages=messages)  # type: ignore[arg-type]
     chunks = 0
@@ -36,6 +31,12 @@ def main() -> None:
         chunks += 1
         if chunk.choices and chunk.choices[0].delta.content:
             parts.append(chunk.choices[0].delta.content)
+    wrong = openai.OpenAI(base_url=args.base_url, api_key="not-a-key", max_retries=0, timeout=60)
+    try:
+        wrong.chat.completions.create(model=args.model, messages=messages)  # type: ignore[arg-type]
+        refused: dict = {"status": None}
+    except openai.AuthenticationError as exc:
+        refused = {"status": exc.status_code, "body": exc.body}
     summary = {
         "sdk_version": openai.__version__,
         "chat": {
@@ -45,6 +46,7 @@ def main() -> None:
             "total_tokens": chat.usage.total_tokens if chat.usage else None,
         },
         "stream": {"chunks": chunks, "content": "".join(parts)},
+        "wrong_key": refused,
     }
     print(json.dumps(summary))
 
