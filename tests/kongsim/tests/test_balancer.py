@@ -168,6 +168,17 @@ def test_host_header_is_the_target_or_host_header(admin, uid, backends):
     assert a.requests[-1]["host"] == f"lb.test:{a.port}"
 
 
+def test_name_target_resolves_to_a_records_and_sends_its_name(admin, uid, backends):
+    a = backends("a")
+    url = seed(admin, uid, {"targets": [{"target": f"localhost:{a.port}"}]})
+    assert bodies(url, 2) == ["a", "a"]
+    assert a.requests[-1]["host"] == f"localhost:{a.port}"
+    item = admin.get(f"/upstreams/up-{uid}/health").json()["data"][0]
+    assert item["data"]["host"] == "localhost"
+    assert item["data"]["dns"] == "A"
+    assert [x["ip"] for x in item["data"]["addresses"]] == ["127.0.0.1"]
+
+
 def test_connect_errors_are_retried_on_the_next_target(admin, uid, backends):
     a = backends("a")
     url = seed(admin, uid, {"targets": [{"target": dead_target()}, {"target": a.target}]})
@@ -232,6 +243,14 @@ def test_health_endpoint_without_checks(admin, uid, backends):
     assert sorted(health(admin, uid).values()) == ["HEALTHCHECKS_OFF", "HEALTHCHECKS_OFF"]
     balancer = admin.get(f"/upstreams/up-{uid}/health?balancer_health=1").json()["data"]
     assert (balancer["health"], balancer["balancer_health"]) == ("HEALTHCHECKS_OFF", "HEALTHY")
+    assert balancer["id"] == admin.get(f"/upstreams/up-{uid}").json()["id"]
+    details = balancer["details"]
+    assert details["healthy"] is True
+    assert details["weight"] == {"total": 100, "available": 100, "unavailable": 0}
+    host = next(h for h in details["hosts"] if h["port"] == a.port)
+    assert host["addresses"] == [
+        {"ip": "127.0.0.1", "port": a.port, "weight": 100, "healthy": True}
+    ]
     # manual health needs a health checker
     put = admin.put(f"/upstreams/up-{uid}/targets/{a.target}/unhealthy")
     assert put.status == 400
@@ -281,6 +300,22 @@ def test_passive_http_failures_and_threshold(admin, uid, backends):
     assert http("GET", url).status == 503
     balancer = admin.get(f"/upstreams/up-{uid}/health?balancer_health=1").json()["data"]
     assert (balancer["health"], balancer["balancer_health"]) == ("UNHEALTHY", "UNHEALTHY")
+
+
+def test_passive_failures_of_a_healthy_target_add_up_across_successes(admin, uid, backends):
+    """healthcheck.lua incr_counter: successes are not counted while a target is healthy, so
+    they do not clear its failures."""
+    a = backends("a")
+    checks = {"passive": {"healthy": {"successes": 1}, "unhealthy": {"http_failures": 2}}}
+    url = seed(admin, uid, {"healthchecks": checks, "targets": [{"target": a.target}]})
+    for status in (500, 200, 200):
+        a.status = status
+        assert http("GET", url).status == status
+    assert health(admin, uid) == {a.target: "HEALTHY"}
+    a.status = 500
+    assert http("GET", url).status == 500
+    assert health(admin, uid) == {a.target: "UNHEALTHY"}
+    assert http("GET", url).status == 503
 
 
 def test_threshold_makes_the_balancer_unhealthy(admin, uid, backends):

@@ -239,6 +239,15 @@ def test_target_routes(pg_admin, uid):
     assert pg_admin.get(f"/upstreams/nope-{uid}/targets").json() == NOT_FOUND
 
 
+def test_schema_validate_endpoints(pg_admin):
+    ok = pg_admin.post("/schemas/upstreams/validate", json={"name": "v.test", "hash_on": "ip"})
+    assert ok.json() == {"message": "schema validation successful"}
+    bad = pg_admin.post("/schemas/targets/validate", json={"target": "a b"})
+    assert bad.status == 400
+    fields = pg_admin.get("/schemas/upstreams").json()["fields"]
+    assert {"slots": {"type": "integer", "default": 10000, "between": [10, 65536]}} in fields
+
+
 def test_targets_top_level_is_not_found(pg_admin):
     for path in ("/targets", "/targets/x", "/targets/x/upstream"):
         assert pg_admin.get(path).json() == NOT_FOUND
@@ -329,6 +338,12 @@ def test_dbless_writes_are_405(dbless_admin, uid):
     target = dbless_admin.post(f"/upstreams/w-{uid}/targets", json={"target": "10.0.0.2"})
     assert target.status == 405
     assert target.json()["message"] == "cannot create 'targets' entities when not using a database"
+    # the input is checked first, as the Admin API does before the write fails
+    invalid = dbless_admin.post(f"/upstreams/w-{uid}/targets", json={"target": "a b"})
+    assert invalid.status == 400
+    assert invalid.json()["fields"] == {
+        "target": "Invalid target; not a valid hostname or ip address"
+    }
     assert dbless_admin.delete(f"/upstreams/w-{uid}/targets/10.0.0.1:80").status == 405
     assert dbless_admin.get(f"/upstreams/w-{uid}/targets/10.0.0.1:80").status == 200
 

@@ -24,6 +24,8 @@ options:
     description:
       - Extra HTTP headers sent with every Admin API request, for example the token of a reverse
         proxy that protects the Admin API, such as C(Authorization) with a bearer token.
+      - Every value is a secret (C(no_log)) and never appears in output. A header whose value is
+        empty (an undefined vault variable, for instance) fails the task before any request.
     type: dict
     default: {}
   admin_username:
@@ -56,9 +58,30 @@ options:
       - Timeout of each Admin API request, in seconds.
     type: int
     default: 10
+  secret_headers:
+    description:
+      - Names of HTTP headers (case-insensitive) whose values are secrets, in addition to the
+        names that look like credentials (C(Authorization), C(Cookie), and names with a
+        C(secret), C(token), C(key), C(auth), C(password), C(credential) or C(session) part,
+        such as C(X-Gateway-Secret) or C(X-Api-Key)).
+      - Their values are masked wherever a header appears with its value - the C(name:value)
+        lists of the request- and response-transformer plugins (C(config.add.headers),
+        C(config.append.headers), C(config.replace.headers)) and the C(headers) of routes - in
+        diffs, returned values and error messages. Set it once for a play with C(module_defaults).
+      - Kong's secret fields (key-auth keys, passwords such as C(config.redis.password), tokens,
+        client secrets, certificate keys) are masked whatever this option says.
+    type: list
+    elements: str
+    default: []
 notes:
   - Kong older than 3.0 is refused with an error (3.0 changed regex paths and plugin schemas).
-  - Kong's schema-violation errors are shown with Kong's own C(fields), verbatim.
+  - Kong's schema-violation errors are shown with Kong's own C(fields), verbatim (secrets masked).
+  - A 404 from Kong means "absent" only when one entity is read. A 404 on a write or on a listing
+    (an endpoint of a plugin Kong does not load, an unknown path) fails with Kong's message.
+  - Secrets are replaced by C(********) in returned values; in diffs they are followed by a
+    fingerprint, such as C(******** (3f9a0c1d)), which differs when the secret changes. The
+    fingerprint is keyed with a random value drawn for each run, so it cannot be tested against
+    guessed secrets nor compared across runs.
 """
 
     # Bulk mode and decK-style ownership, shared by the entity modules.
@@ -98,7 +121,9 @@ attributes:
     description: Reads Kong and reports what would change, without writing.
   diff_mode:
     support: full
-    description: Shows the entity as Kong stores it before and as it will be after (secrets masked).
+    description: >-
+      Shows the entity as Kong stores it before and as it will be after, secrets masked with a
+      fingerprint that shows whether they change.
   action_group:
     description: >-
       Use C(group/ai_gateway.kong.kong) in C(module_defaults) to set the connection options once.

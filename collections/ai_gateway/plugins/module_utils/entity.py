@@ -26,13 +26,7 @@ from ansible_collections.ai_gateway.kong.plugins.module_utils.kong import (
     kong_argument_spec,
     segment,
 )
-
-MASK = "********"
-
-# Keys whose values never reach diff output (plugin configs hold passwords and tokens).
-SECRET_KEYS = frozenset(
-    ("key", "password", "secret", "client_secret", "token", "api_key", "private_key")
-)
+from ansible_collections.ai_gateway.kong.plugins.module_utils.masking import Masker
 
 # Kong filters by at most 5 tags (kong/api/endpoints.lua); select_tags scope prune that way.
 MAX_SELECT_TAGS = 5
@@ -59,16 +53,16 @@ def normalize(value, unordered=False):
     return value
 
 
-def mask(value):
-    """A copy of value with every secret-looking key replaced by MASK."""
-    if isinstance(value, dict):
-        return dict(
-            (k, MASK if k in SECRET_KEYS and v not in (None, "") else mask(v))
-            for k, v in value.items()
-        )
-    if isinstance(value, list):
-        return [mask(v) for v in value]
-    return value
+def merged(base, given):
+    """`given` merged into a copy of `base` key by key, nested maps too (Kong's defaults of a
+    record with the fields a user gave, or a stored config with the keys a user changed)."""
+    out = copy.deepcopy(base) if isinstance(base, dict) else {}
+    for name, value in (given or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(name), dict):
+            out[name] = merged(out[name], value)
+        else:
+            out[name] = value
+    return out
 
 
 def fk(entity_id):
@@ -102,9 +96,10 @@ class EntityKind(object):
     # Set-typed fields (order is not significant).
     unordered = ("tags",)
 
-    def __init__(self, module, client):
+    def __init__(self, module, client, masker=None):
         self.module = module
         self.client = client
+        self.masker = masker or Masker.from_module(module)
         self.check_mode = module.check_mode
         self.index = None  # identity -> current entity, filled by prefetch() in bulk mode
         self.state = None  # the state of the item being reconciled
@@ -229,15 +224,13 @@ def reconcile(kind, items, bulk):
     """Converge the declared items; return (changed, results, diff, pruned)."""
     module = kind.module
     params = module.params
+    mask = kind.masker.diff
     changed = False
     results = []
     before_all, after_all = {}, {}
     declared_ids = set()
 
     for item in items:
-        error = kind.check_item(item)
-        if error:
-            module.fail_json(msg=error)
         state = kind.state = item.get("state") or params["state"]
         ident = kind.identity(item)
         try:
@@ -284,7 +277,7 @@ def reconcile(kind, items, bulk):
             name = kind.stored_identity(entity)
             before_all[name] = mask(kind.project(entity))
             after_all[name] = None
-            pruned.append(mask(entity))
+            pruned.append(kind.masker.returned(kind.returned(entity)))
             if not kind.check_mode:
                 kind.remove(entity)
 
@@ -314,23 +307,31 @@ def run_entity_module(kind_class, mutually_exclusive=None, required_one_of=None)
         module.fail_json(msg="prune requires select_tags: only entities carrying them are pruned")
     if len(params["select_tags"]) > MAX_SELECT_TAGS:
         module.fail_json(msg="select_tags takes at most %d tags (Kong's limit)" % MAX_SELECT_TAGS)
-    client = KongClient.from_module(module)
-    kind = kind_class(module, client)
+    masker = Masker.from_module(module)
+    client = KongClient.from_module(module, masker)
+    kind = kind_class(module, client, masker)
     bulk = params["entities"] is not None
     option_names = list(kind.option_spec())
     single = dict((name, params[name]) for name in option_names)
     items = params["entities"] if bulk else [single]
+    # Secrets inside options that are not no_log as a whole (a plugin's config, `entities`).
+    masker.protect(items)
+    # Every item is checked before the first request: bad input changes nothing.
+    for index, item in enumerate(items):
+        error = kind.check_item(item)
+        if error:
+            module.fail_json(msg=("entities[%d]: %s" % (index, error)) if bulk else error)
     try:
         client.node()
         if bulk:
             kind.prefetch()
         changed, results, diff, pruned = reconcile(kind, items, bulk)
     except KongError as e:
-        module.fail_json(msg=to_text(e), status=e.status, kong_error=e.body)
+        masker.fail(e)
 
     result = dict(changed=changed, diff=diff, pruned=pruned)
     if bulk:
-        result["entities"] = [kind.returned(r) for r in results]
+        result["entities"] = [masker.returned(kind.returned(r)) for r in results]
     else:
-        result[kind.singular] = kind.returned(results[0])
+        result[kind.singular] = masker.returned(kind.returned(results[0]))
     module.exit_json(**result)

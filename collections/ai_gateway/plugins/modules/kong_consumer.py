@@ -162,7 +162,7 @@ class Consumer(EntityKind):
         if item.get("username"):
             return self.client.get("/consumers/%s" % segment(item["username"]))
         # Kong's special filter for custom_id (kong/api/routes/consumers.lua).
-        page = self.client.get("/consumers", {"custom_id": item["custom_id"]})
+        page = self.client.read("/consumers", {"custom_id": item["custom_id"]})
         rows = (page or {}).get("data") or []
         return rows[0] if rows else None
 

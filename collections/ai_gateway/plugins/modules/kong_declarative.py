@@ -21,6 +21,9 @@ description:
   - The diff compares the entities of the new configuration with C(GET /config), entity by entity,
     leaving out ids, timestamps and the defaults Kong fills in; keys and passwords are masked.
   - decK cannot manage DB-less nodes (it needs entity writes); this module can.
+  - C(upstreams) with their C(targets) are compared as Kong stores them (a target without a port
+    compares as C(host:8000), Kong's default; IPv6 targets expanded). An upstream whose name is
+    an IP address or has a port fails before anything is sent.
 author:
   - ai-gateway project (@ai-gateway)
 extends_documentation_fragment:
@@ -86,6 +89,7 @@ entities:
   sample: {services: 1, routes: 1, plugins: 1, consumers: 1, keyauth_credentials: 1}
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -94,11 +98,16 @@ from urllib.parse import urlsplit
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.module_utils.common.yaml import HAS_YAML
-from ansible_collections.ai_gateway.kong.plugins.module_utils.entity import MASK, SECRET_KEYS
 from ansible_collections.ai_gateway.kong.plugins.module_utils.kong import (
     KongClient,
     KongError,
     kong_argument_spec,
+)
+from ansible_collections.ai_gateway.kong.plugins.module_utils.masking import Masker
+from ansible_collections.ai_gateway.kong.plugins.module_utils.targets import (
+    KONG_DEFAULT_TARGET_PORT,
+    normalize_target,
+    upstream_name_error,
 )
 
 if HAS_YAML:
@@ -121,8 +130,9 @@ PARENT_FIELD = {
 VOLATILE = ("id", "created_at", "updated_at")
 
 
-def identity(kind, entity):
-    """A readable identity for one entity of a flattened config (the diff's key)."""
+def identity(kind, entity, masker):
+    """A readable identity for one entity of a flattened config (the diff's key); a key-auth
+    credential is named by its consumer and the masker's fingerprint of its key."""
     for field in ("instance_name", "name", "username", "custom_id", "target"):
         if entity.get(field) and not (kind == "plugins" and field == "name"):
             owner = entity.get("upstream") if field == "target" else None
@@ -133,8 +143,7 @@ def identity(kind, entity):
         ]
         return "%s(%s)" % (entity.get("name"), ",".join(scope) or "global")
     if entity.get("key"):
-        fingerprint = hashlib.sha256(to_bytes(entity["key"])).hexdigest()[:12]
-        return "%s/key:%s" % (entity.get("consumer"), fingerprint)
+        return "%s/key:%s" % (entity.get("consumer"), masker.fingerprint(entity["key"]))
     return to_text(entity.get("id"))
 
 
@@ -185,8 +194,9 @@ def flatten(config):
     return out
 
 
-def canonical(config):
-    """{kind: {identity: fields}}: references by name, no ids/timestamps/nulls, secrets masked."""
+def canonical(config, masker):
+    """{kind: {identity: fields}}: references by name, no ids/timestamps/nulls, secrets masked
+    for a diff (a changed secret shows as a changed fingerprint)."""
     flat = flatten(config)
     by_id = {}
     for rows in flat.values():
@@ -212,6 +222,13 @@ def canonical(config):
         for row in rows:
             if kind == "services" and row.get("url"):
                 row = dict(row, **split_url(row.pop("url")))
+            if kind == "targets" and row.get("target"):
+                # Compared as Kong stores it (kong/db/dao/targets.lua format_target); an
+                # invalid one is left for Kong to refuse with its own message.
+                with contextlib.suppress(ValueError):
+                    row = dict(
+                        row, target=normalize_target(row["target"], KONG_DEFAULT_TARGET_PORT)
+                    )
             clean = {}
             for field, value in row.items():
                 if field in VOLATILE or value in (None, [], {}):
@@ -219,10 +236,7 @@ def canonical(config):
                 if field in PARENT_FIELD.values():
                     value = ref(value)
                 clean[field] = value
-            name = identity(kind, clean)
-            entities[name] = dict(
-                (k, MASK if k in SECRET_KEYS else v) for k, v in sorted(clean.items())
-            )
+            entities[identity(kind, clean, masker)] = masker.diff(dict(sorted(clean.items())))
         out[kind] = entities
     return out
 
@@ -247,6 +261,16 @@ def diff_views(current, desired):
                 before.setdefault(kind, {})[name] = old
                 after.setdefault(kind, {})[name] = new
     return before, after
+
+
+def check_upstreams(config):
+    """An error message for an upstream name Kong would refuse (an IP address, a port), else
+    None: the configuration is not sent at all then."""
+    for index, upstream in enumerate((config or {}).get("upstreams") or []):
+        error = upstream_name_error((upstream or {}).get("name") or "")
+        if error:
+            return "config upstreams[%d].name: %s" % (index, error)
+    return None
 
 
 def load_text(module):
@@ -283,13 +307,22 @@ def main():
     )
     if not HAS_YAML:
         module.fail_json(msg=missing_required_lib("PyYAML"))
-    client = KongClient.from_module(module)
+    masker = Masker.from_module(module)
+    client = KongClient.from_module(module, masker)
     try:
         text, desired = load_text(module)
     except yaml.YAMLError as e:
-        module.fail_json(msg="the declarative configuration is not valid YAML/JSON: %s" % e)
+        # PyYAML's message quotes the offending line, which may hold a key: position only.
+        mark = getattr(e, "problem_mark", None)
+        where = " (line %d, column %d)" % (mark.line + 1, mark.column + 1) if mark else ""
+        module.fail_json(msg="the declarative configuration is not valid YAML/JSON%s" % where)
     if not isinstance(desired, dict):
         module.fail_json(msg="the declarative configuration must be a mapping")
+    # Its secrets (keys, passwords, secret headers) stay out of the printed invocation.
+    masker.protect(desired)
+    error = check_upstreams(desired)
+    if error:
+        module.fail_json(msg=error)
     # Kong's own identity of a configuration (kong/db/declarative/parse.lua), not a security use.
     new_hash = hashlib.md5(to_bytes(text)).hexdigest()  # noqa: S324
     if not any(flatten(desired).values()):
@@ -303,10 +336,10 @@ def main():
                 "use the entity modules (kong_service, kong_route, ...)"
                 % (client.admin_url, client.database())
             )
-        old_hash = (client.get("/status") or {}).get("configuration_hash")
-        exported = client.get("/config") or {}
+        old_hash = (client.read("/status") or {}).get("configuration_hash")
+        exported = client.read("/config") or {}
         current = yaml.safe_load(exported.get("config") or "") or {}
-        before, after = diff_views(canonical(current), canonical(desired))
+        before, after = diff_views(canonical(current, masker), canonical(desired, masker))
         changed = old_hash != new_hash
         if changed and not module.check_mode:
             # check_hash makes Kong answer 304 when the text is the one it runs already.
@@ -315,7 +348,7 @@ def main():
             )
             changed = status != 304
     except KongError as e:
-        module.fail_json(msg=to_text(e), status=e.status, kong_error=e.body)
+        masker.fail(e)
 
     counts = dict((kind, len(rows)) for kind, rows in flatten(desired).items())
     module.exit_json(

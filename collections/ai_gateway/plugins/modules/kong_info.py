@@ -15,7 +15,10 @@ version_added: 1.0.0
 description:
   - Returns Kong's version and edition, its database mode (V(postgres), or V(off) for DB-less),
     the node status (C(GET /status)) and, optionally, entities filtered by tags.
-  - Key-auth keys are masked.
+  - Secrets in the returned entities (keys, certificates' private keys, passwords, tokens, secret
+    header values; see O(secret_headers)) are masked.
+  - A kind of entity whose endpoint Kong does not have (for example C(key-auths) when Kong does
+    not load the key-auth plugin) fails with Kong's message rather than returning an empty list.
 author:
   - ai-gateway project (@ai-gateway)
 extends_documentation_fragment:
@@ -37,9 +40,19 @@ options:
   entities:
     description:
       - Kinds of entities to list. None lists none (only node information is returned).
+      - V(targets) lists the targets of every upstream (Kong has no listing of all targets).
     type: list
     elements: str
-    choices: [services, routes, consumers, plugins, key-auths]
+    choices:
+      - services
+      - routes
+      - consumers
+      - plugins
+      - key-auths
+      - upstreams
+      - targets
+      - certificates
+      - ca_certificates
     default: []
   tags:
     description:
@@ -106,13 +119,12 @@ entities:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_text
-from ansible_collections.ai_gateway.kong.plugins.module_utils.entity import mask
 from ansible_collections.ai_gateway.kong.plugins.module_utils.kong import (
     KongClient,
     KongError,
     kong_argument_spec,
 )
+from ansible_collections.ai_gateway.kong.plugins.module_utils.masking import Masker
 
 
 def main():
@@ -122,24 +134,42 @@ def main():
             type="list",
             elements="str",
             default=[],
-            choices=["services", "routes", "consumers", "plugins", "key-auths"],
+            choices=[
+                "services",
+                "routes",
+                "consumers",
+                "plugins",
+                "key-auths",
+                "upstreams",
+                "targets",
+                "certificates",
+                "ca_certificates",
+            ],
         ),
         tags=dict(type="list", elements="str", default=[]),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    client = KongClient.from_module(module)
+    masker = Masker.from_module(module)
+    client = KongClient.from_module(module, masker)
     try:
         node = client.node()
-        status = client.get("/status") or {}
+        status = client.read("/status")
         entities = {}
         for kind in module.params["entities"]:
-            rows = client.list("/%s" % kind, tags=module.params["tags"]) or []
-            entities[kind] = mask(rows) if kind == "key-auths" else rows
+            if kind == "targets":
+                # Kong has no /targets listing (endpoints.disable): per upstream.
+                entities[kind] = [
+                    target
+                    for upstream in client.list("/upstreams")
+                    for target in client.list("/upstreams/%s/targets" % upstream["id"])
+                    if set(module.params["tags"]) <= set(target.get("tags") or [])
+                ]
+            else:
+                entities[kind] = client.list("/%s" % kind, tags=module.params["tags"])
     except KongError as e:
-        module.fail_json(msg=to_text(e), status=e.status, kong_error=e.body)
+        masker.fail(e)
     plugins = node.get("plugins") or {}
-    module.exit_json(
-        changed=False,
+    result = dict(
         version=node.get("version"),
         edition=node.get("edition"),
         database=client.database(),
@@ -152,6 +182,7 @@ def main():
         status=status,
         entities=entities,
     )
+    module.exit_json(changed=False, **masker.returned(result))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,11 @@ options:
   config:
     description:
       - The plugin's configuration. Options that are not given take the plugin's defaults.
-      - Values of keys such as C(password), C(secret) or C(token) are masked in diff output.
+      - Secrets are masked in the diff and in the returned plugin - Kong's secret fields such as
+        C(config.redis.password), C(redis_password), C(secret) or C(token) at any depth, and the
+        values of secret headers in the C(name:value) lists of the request- and
+        response-transformer (see O(secret_headers)).
+      - A plugin that Kong does not load fails with Kong's message before anything changes.
     type: dict
   enabled:
     description:
@@ -188,9 +192,10 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible_collections.ai_gateway.kong.plugins.module_utils.entity import (
     EntityKind,
     fk_id,
+    merged,
     run_entity_module,
 )
-from ansible_collections.ai_gateway.kong.plugins.module_utils.kong import segment
+from ansible_collections.ai_gateway.kong.plugins.module_utils.kong import KongError, segment
 
 # typedefs.protocols_http in kong/db/schema/typedefs.lua: the default of most plugins.
 DEFAULT_PROTOCOLS = ["grpc", "grpcs", "http", "https"]
@@ -230,17 +235,6 @@ def with_defaults(fields, given, stored):
     return out
 
 
-def overlay(base, given):
-    """`given` merged into `base` key by key (used when Kong publishes no schema)."""
-    out = copy.deepcopy(base) if isinstance(base, dict) else {}
-    for name, value in (given or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(name), dict):
-            out[name] = overlay(out[name], value)
-        else:
-            out[name] = value
-    return out
-
-
 PLUGIN_FIELDS = {
     "name": None,
     "instance_name": None,
@@ -275,15 +269,26 @@ class Plugin(EntityKind):
             tags=dict(type="list", elements="str"),
         )
 
-    def __init__(self, module, client):
-        super(Plugin, self).__init__(module, client)
+    def __init__(self, module, client, masker=None):
+        super(Plugin, self).__init__(module, client, masker)
         self.schemas = {}
         self.rows = None
 
     def schema(self, name):
         if name not in self.schemas:
-            # 404 (unknown plugin, or an Admin API without schemas): compare what is given only.
-            self.schemas[name] = self.client.get("/schemas/plugins/%s" % segment(name))
+            # A 404 ("No plugin named ...") means Kong does not load the plugin: the write would
+            # be refused too, so fail here with Kong's message, before anything changes.
+            try:
+                self.schemas[name] = self.client.read("/schemas/plugins/%s" % segment(name))
+            except KongError as e:
+                if e.status != 404:
+                    raise
+                raise KongError(
+                    "Kong does not load the plugin %r (add it to the `plugins` setting of "
+                    "kong.conf); %s" % (name, e),
+                    status=e.status,
+                    body=e.body,
+                ) from None
         return self.schemas[name]
 
     def scope(self, item):
@@ -341,7 +346,8 @@ class Plugin(EntityKind):
             ):
                 out["protocols"] = definitions["protocols"]["default"]
         else:
-            out["config"] = overlay(stored_config, item.get("config"))
+            # Kong answered the schema read without a body: keep what it stores, change the rest.
+            out["config"] = merged(stored_config, item.get("config"))
         return out
 
     def payload(self, item, desired):

@@ -5,6 +5,7 @@ from the repository (ansible.cfg: collections_path = ./collections), and its res
 from Ansible's json stdout callback.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -56,47 +57,62 @@ class Admin:
         return response.json() if response.body else None
 
 
+def run_playbook(
+    tmp_path, name, admin_url, tasks, check=False, json_output=True, args=(), defaults=None
+):
+    """One ansible-playbook run of `tasks` on localhost: the CompletedProcess (text output).
+
+    `json_output` selects Ansible's json stdout callback (the results of every task on stdout),
+    else the default callback, whose text is what a user reads (with `args` such as -vvv).
+    `defaults` are more module_defaults of the collection's modules (admin_headers, ...).
+    """
+    defaults = dict(defaults or {}, admin_url=admin_url)
+    play = [
+        {
+            "name": "Integration",
+            "hosts": "localhost",
+            "gather_facts": False,
+            "module_defaults": {"group/ai_gateway.kong.kong": defaults},
+            "tasks": tasks,
+        }
+    ]
+    path = tmp_path / ("%s.yml" % name)
+    path.write_text(yaml.safe_dump(play, sort_keys=False))
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
+        ANSIBLE_LOCALHOST_WARNING="false",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
+        # No module file copied to a temp dir per task: the module goes over stdin.
+        ANSIBLE_PIPELINING="true",
+    )
+    if json_output:
+        env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.builtin.json"
+    cmd = [
+        str(Path(sys.executable).parent / "ansible-playbook"),
+        "-i",
+        "localhost,",
+        "-c",
+        "local",
+        "-e",
+        "ansible_python_interpreter=%s" % sys.executable,
+        "--diff",
+        *args,
+        str(path),
+    ]
+    if check:
+        cmd.append("--check")
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+
+
 @pytest.fixture
 def playbook(tmp_path):
     """run(admin_url, tasks, check=False) -> the result of each task, in order."""
     counter = iter(range(1000))
 
     def run(admin_url, tasks, check=False):
-        play = [
-            {
-                "name": "Integration",
-                "hosts": "localhost",
-                "gather_facts": False,
-                "module_defaults": {"group/ai_gateway.kong.kong": {"admin_url": admin_url}},
-                "tasks": tasks,
-            }
-        ]
-        path = tmp_path / ("play%d.yml" % next(counter))
-        path.write_text(yaml.safe_dump(play, sort_keys=False))
-        env = dict(
-            os.environ,
-            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-            ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-            ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
-            ANSIBLE_LOCALHOST_WARNING="false",
-            ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-            # No module file copied to a temp dir per task: the module goes over stdin.
-            ANSIBLE_PIPELINING="true",
-        )
-        cmd = [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            "ansible_python_interpreter=%s" % sys.executable,
-            "--diff",
-            str(path),
-        ]
-        if check:
-            cmd.append("--check")
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        proc = run_playbook(tmp_path, "play%d" % next(counter), admin_url, tasks, check)
         try:
             report = json.loads(proc.stdout)
         except ValueError:
@@ -107,6 +123,12 @@ def playbook(tmp_path):
         return results
 
     return run
+
+
+@pytest.fixture
+def playbook_run(tmp_path):
+    """run(name, admin_url, tasks, **options) -> the CompletedProcess of run_playbook()."""
+    return functools.partial(run_playbook, tmp_path)
 
 
 @pytest.fixture(scope="session")

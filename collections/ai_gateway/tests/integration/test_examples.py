@@ -9,6 +9,9 @@ from ansible_collections.ai_gateway.kong.plugins.modules import (
     kong_plugin,
     kong_route,
     kong_service,
+    kong_target,
+    kong_target_health,
+    kong_upstream,
 )
 
 DOC_URL = "http://127.0.0.1:8001"
@@ -26,7 +29,17 @@ def play_vars(tasks):
 def test_entity_module_examples_run_in_order(kong_postgres, playbook):
     url = kong_postgres.admin_url
     # The order a playbook would use: what a later example refers to exists by then.
-    modules = (kong_service, kong_route, kong_consumer, kong_key_auth, kong_plugin, kong_info)
+    modules = (
+        kong_service,
+        kong_route,
+        kong_consumer,
+        kong_key_auth,
+        kong_plugin,
+        kong_upstream,
+        kong_target,
+        kong_target_health,
+        kong_info,
+    )
     tasks = [task for module in modules for task in examples(module, url)]
     results = playbook(url, play_vars(tasks))
     assert len(results) == len(tasks) + 1

@@ -10,7 +10,10 @@ key-auth routes, tag filters and pagination (see ../../../../../work/shared refe
 import copy
 import hashlib
 import io
+import ipaddress
 import json
+import re
+import ssl
 import sys
 import uuid
 from pathlib import Path
@@ -75,8 +78,30 @@ DEFAULTS = {
         "tags": None,
     },
     "key-auths": {"tags": None, "ttl": None},
+    "upstreams": {
+        "algorithm": "round-robin",
+        "hash_on": "none",
+        "hash_fallback": "none",
+        "hash_on_cookie_path": "/",
+        "slots": 10000,
+        "healthchecks": None,
+        "tags": None,
+        "use_srv_name": False,
+    },
+    "targets": {"weight": 100, "tags": None},
+    "certificates": {"cert_alt": None, "key_alt": None, "snis": [], "tags": None},
+    "ca_certificates": {"tags": None},
 }
-KEYS = {"services": "name", "routes": "name", "consumers": "username", "plugins": "instance_name"}
+KEYS = {
+    "services": "name",
+    "routes": "name",
+    "consumers": "username",
+    "plugins": "instance_name",
+    "upstreams": "name",
+    "targets": "target",
+    "certificates": "id",  # no endpoint key: /certificates/{id or SNI name}
+    "ca_certificates": "cert_digest",
+}
 PLUGIN_SCHEMAS = {
     "key-auth": [
         {"key_names": {"type": "array", "default": ["apikey"]}},
@@ -98,6 +123,15 @@ PLUGIN_SCHEMAS = {
                 ],
             }
         },
+    ],
+    "request-transformer": [
+        {
+            name: {
+                "type": "record",
+                "fields": [{"headers": {"type": "array", "default": []}}],
+            }
+        }
+        for name in ("remove", "add", "append")
     ],
 }
 
@@ -136,6 +170,7 @@ class FakeKong:
         self.errors = {}  # (method, path) -> (status, body): canned failures
         self.config_text = None
         self.config_hash = "0" * 32
+        self.health = {}  # target id -> health set by hand
 
     # ----- helpers for tests ---------------------------------------------------------------
     def writes(self):
@@ -155,6 +190,10 @@ class FakeKong:
         row["created_at"] = row["updated_at"] = 1764226000
         if table == "plugins" and row["name"] in PLUGIN_SCHEMAS:
             row["config"] = fill_config(PLUGIN_SCHEMAS[row["name"]], body.get("config"))
+        if table == "certificates":
+            row["snis"] = sorted(row.get("snis") or [])  # Kong sorts them in every answer
+        if table == "ca_certificates":
+            row["cert_digest"] = hashlib.sha256(ssl.PEM_cert_to_DER_cert(row["cert"])).hexdigest()
         if table == "key-auths" and not row.get("key"):
             row["key"] = uuid.uuid4().hex  # Kong: 32 random characters
         unique = [KEYS.get(table, "key")] + (["custom_id"] if table == "consumers" else [])
@@ -174,6 +213,8 @@ class FakeKong:
         rows = self.tables[table]
         if ref in rows:
             return rows[ref]
+        if table == "certificates":
+            return next((r for r in rows.values() if ref in r["snis"]), None)
         key = KEYS.get(table, "key")
         return next((r for r in rows.values() if r.get(key) == ref), None)
 
@@ -220,6 +261,10 @@ class FakeKong:
             }
         if parts[0] == "consumers" and len(parts) >= 3 and parts[2] == "key-auth":
             return self._key_auth(method, parts, query, body)
+        if parts[0] == "upstreams" and len(parts) >= 3:
+            return self._targets(method, parts, query, body)
+        if parts[0] == "targets":
+            return 404, {"message": "Not found"}  # disabled in Kong (endpoints.disable)
         if len(parts) == 3 and parts[2] == "plugins":
             parent = self._find(parts[0], parts[1])
             if parent is None:
@@ -293,6 +338,67 @@ class FakeKong:
             return self._create("key-auths", dict(cred, **body))
         return 405, {"message": "Method not allowed"}
 
+    # ----- upstreams and targets (kong/api/routes/upstreams.lua, targets.lua) ----------------
+    def _targets(self, method, parts, query, body):
+        upstream = self._find("upstreams", parts[1])
+        if upstream is None:
+            return 404, {"message": "Not found"}
+        mine = [t for t in self.tables["targets"].values() if t["upstream"]["id"] == upstream["id"]]
+        if parts[2] == "health":
+            rows = [dict(t, health=self._health(upstream, t)) for t in mine]
+            return 200, {
+                "data": rows,
+                "next": None,
+                "node_id": "00000000-0000-4000-8000-000000000000",
+            }
+        if len(parts) == 3:
+            if method == "GET":
+                return self._page(mine, query)
+            if method == "POST":
+                row = dict(body, upstream={"id": upstream["id"]})
+                row["target"] = kong_target(row.get("target"))
+                if any(t["target"] == row["target"] for t in mine):
+                    return 409, {
+                        "code": 5,
+                        "name": "unique constraint violation",
+                        "message": "UNIQUE",
+                    }
+                status, row = self._create("targets", row)
+                return (201 if status == 200 else status), row
+            return 405, {"message": "Method not allowed"}
+        target = next((t for t in mine if parts[3] in (t["id"], t["target"])), None)
+        if target is None:
+            return 404, {"message": "Not found"}
+        if len(parts) == 5 and parts[4] in ("healthy", "unhealthy") and method == "PUT":
+            if self.healthchecks_off(upstream):
+                return 400, {"message": "no healthchecker found for %s" % upstream["name"]}
+            self.health[target["id"]] = parts[4].upper()
+            return 204, None
+        if method == "GET":
+            return 200, target
+        if method == "DELETE":
+            del self.tables["targets"][target["id"]]
+            return 204, None
+        if method in ("PATCH", "PUT"):  # both update only (targets.lua)
+            return self._create("targets", dict(target, **body))
+        return 405, {"message": "Method not allowed"}
+
+    def _health(self, upstream, target):
+        if self.healthchecks_off(upstream) or target.get("weight") == 0:
+            return "HEALTHCHECKS_OFF"
+        return self.health.get(target["id"], "HEALTHY")
+
+    @staticmethod
+    def healthchecks_off(upstream):
+        checks = upstream.get("healthchecks") or {}
+        active = checks.get("active") or {}
+        unhealthy = (checks.get("passive") or {}).get("unhealthy") or {}
+        return not (
+            (active.get("healthy") or {}).get("interval")
+            or (active.get("unhealthy") or {}).get("interval")
+            or any(unhealthy.get(k) for k in ("tcp_failures", "timeouts", "http_failures"))
+        )
+
     def _config(self, method, query, body):
         if self.database != "off":
             return 400, {
@@ -321,6 +427,22 @@ class FakeKong:
             raw = b"" if payload is None else json.dumps(payload).encode()
             raise HTTPError(url, status, "error", {}, io.BytesIO(raw))
         return FakeResponse(status, payload)
+
+
+def kong_target(text):
+    """A target as Kong 3.9 stores it: default port 8000, IPv4 without leading zeros, IPv6
+    expanded and bracketed (kong/tools/ip.lua), written independently of the modules' code."""
+    host, port = text, 8000
+    bracketed = re.match(r"^\[(.+)\](?::(\d+))?$", text)
+    if bracketed:
+        host, port = bracketed.group(1), int(bracketed.group(2) or 8000)
+    elif text.count(":") == 1:
+        host, port = text.split(":")[0], int(text.split(":")[1])
+    if re.match(r"^[0-9.]+$", host):
+        host = ".".join(str(int(p)) for p in host.split("."))
+    elif ":" in host:
+        return "[%s]:%d" % (ipaddress.IPv6Address(host).exploded, port)
+    return "%s:%d" % (host, port)
 
 
 def _is_uuid(value):

@@ -452,6 +452,7 @@ class AdminAPI:
 
     def _validate_only(self, entity: str, data: dict[str, Any]) -> None:
         probe = dict(data)
+        self.dao.normalize_input(entity, probe)
         probe.setdefault("id", "00000000-0000-4000-8000-000000000000")
         if entity == "keyauth_credentials" and probe.get("key") is None:
             probe["key"] = "x"

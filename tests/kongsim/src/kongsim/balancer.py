@@ -25,7 +25,6 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +36,9 @@ HEALTHY, UNHEALTHY = "HEALTHY", "UNHEALTHY"
 HEALTHCHECKS_OFF, DNS_ERROR = "HEALTHCHECKS_OFF", "DNS_ERROR"
 # Active probes are due-checked on this period (healthcheck.lua's 0.1 s checker timer).
 CHECK_PERIOD = 0.1
+# A name that did not resolve is asked again after this many seconds (balancers.lua
+# REQUERY_INTERVAL).
+REQUERY_INTERVAL = 30.0
 # (upstream name, ip, port, target hostname): the key lua-resty-healthcheck stores status by.
 StatusKey = tuple[str, str, int, str]
 
@@ -97,7 +99,6 @@ class Balancer:
         random.shuffle(wheel)
         self.wheel = wheel
         self.pointer = random.randrange(len(wheel)) if wheel else 0
-        self.counters: dict[int, Counters] = {id(a): Counters() for a in self.addresses}
         self._task: asyncio.Task[None] | None = None
 
     # --- picking peers ------------------------------------------------------------------
@@ -145,31 +146,37 @@ class Balancer:
     def report(self, address: Address, kind: str, mode: str = "passive") -> None:
         """Count one outcome (``successes``, ``tcp_failures``, ``timeouts``,
         ``http_failures``) for ``address``; a counter reaching its limit flips the address.
-        A limit of 0 disables that counter (healthcheck.lua incr_counter)."""
+
+        As healthcheck.lua incr_counter does: a limit of 0 disables that counter; successes
+        are not counted for a healthy address nor failures for an unhealthy one; a counter
+        going from 0 to 1 clears the opposite side's counters (so failures of a healthy
+        address add up until it flips, whatever successes come in between)."""
         if not self.checks_on or address.weight == 0:
             return
         limit = self._limit(mode, kind)
         if limit == 0:
             return
-        counters = self.counters.setdefault(id(address), Counters())
-        if kind == "successes":
-            counters.tcp_failures = counters.timeouts = counters.http_failures = 0
-        else:
-            counters.successes = 0
+        healthy = kind == "successes"
+        if address.available == healthy:
+            return
+        counters = self.owner.counters(self, address)
         value = getattr(counters, kind) + 1
         setattr(counters, kind, value)
+        if value == 1:
+            if healthy:
+                counters.tcp_failures = counters.timeouts = counters.http_failures = 0
+            else:
+                counters.successes = 0
         if value >= limit:
-            healthy = kind == "successes"
-            if address.available != healthy:
-                self.owner.set_status(self, address, healthy)
-                log.warning(
-                    "[healthchecks] %s target %s:%s (%s) is %s",
-                    mode,
-                    address.ip,
-                    address.port,
-                    address.target.name,
-                    "healthy" if healthy else "unhealthy",
-                )
+            self.owner.set_status(self, address, healthy)
+            log.warning(
+                "[healthchecks] %s target %s:%s (%s) is %s",
+                mode,
+                address.ip,
+                address.port,
+                address.target.name,
+                "healthy" if healthy else "unhealthy",
+            )
 
     def report_status(self, address: Address, status: int, mode: str = "passive") -> None:
         """A response status: the configured lists decide success or HTTP failure; 504 is a
@@ -182,9 +189,6 @@ class Balancer:
             self.report(address, "successes", mode)
         elif status in ((section.get("unhealthy") or {}).get("http_statuses") or []) or not status:
             self.report(address, "http_failures", mode)
-
-    def reset_counters(self, address: Address) -> None:
-        self.counters[id(address)] = Counters()
 
     # --- active checks ------------------------------------------------------------------
 
@@ -287,22 +291,40 @@ class Balancers:
     """All balancers of one node, by upstream name (what a Service's ``host`` is compared
     with). ``by_name`` is replaced whole on each rebuild so the proxy reads it lock-free."""
 
-    def __init__(self, on_manual: Callable[[dict[str, Any]], Any] | None = None):
+    def __init__(self) -> None:
         self.by_name: dict[str, Balancer] = {}
+        # Status and counters outlive balancers, as in Kong's kong_healthchecks shm.
         self._status: dict[StatusKey, bool] = {}
+        self._counters: dict[StatusKey, Counters] = {}
         self._fingerprint: str | None = None
-        self.on_manual = on_manual
+        self._last: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+        self._requery: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
 
     def get(self, name: str) -> Balancer | None:
         return self.by_name.get(name)
 
-    async def rebuild(self, upstreams: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
+    async def rebuild(
+        self,
+        upstreams: list[dict[str, Any]],
+        targets: list[dict[str, Any]],
+        *,
+        force: bool = False,
+    ) -> None:
         """New balancers after any upstream or target change (runloop reconfigure); the
-        stored address status carries over for addresses that remain."""
+        stored address status carries over for addresses that remain. A name target that
+        does not resolve is retried every REQUERY_INTERVAL seconds."""
+        async with self._lock:  # one rebuild at a time: name lookups await
+            await self._rebuild(upstreams, targets, force)
+
+    async def _rebuild(
+        self, upstreams: list[dict[str, Any]], targets: list[dict[str, Any]], force: bool
+    ) -> None:
         fingerprint = json.dumps([upstreams, targets], sort_keys=True, default=str)
-        if fingerprint == self._fingerprint:
+        if fingerprint == self._fingerprint and not force:
             return
         self._fingerprint = fingerprint
+        self._last = (upstreams, targets)
         by_upstream: dict[str, list[dict[str, Any]]] = {}
         for target in targets:
             by_upstream.setdefault((target.get("upstream") or {}).get("id"), []).append(target)
@@ -324,9 +346,18 @@ class Balancers:
         for old in self.by_name.values():
             old.stop()
         self._status = {k: v for k, v in self._status.items() if k in keep}
+        self._counters = {k: v for k, v in self._counters.items() if k in keep}
         self.by_name = new
         for balancer in new.values():
             balancer.start()
+        unresolved = any(not t.addresses for b in new.values() for t in b.targets)
+        if unresolved and (self._requery is None or self._requery.done()):
+            self._requery = asyncio.ensure_future(self._requery_later())
+
+    async def _requery_later(self) -> None:
+        await asyncio.sleep(REQUERY_INTERVAL)
+        self._requery = None
+        await self.rebuild(*self._last, force=True)
 
     @staticmethod
     async def _resolve(entity: dict[str, Any]) -> Target:
@@ -337,28 +368,33 @@ class Balancers:
             target.dns = "A" if kind == "ipv4" else "AAAA"
             target.addresses = [Address(host, port, weight, target)]
             return target
+        # Kong's default dns_order (LAST,SRV,A,CNAME) asks for A records only; each address
+        # of a name gets the target's whole weight (balancers.lua addAddress).
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = await loop.getaddrinfo(
+                host, port, family=socket.AF_INET, type=socket.SOCK_STREAM
+            )
         except OSError as exc:
             target.dns = f"dns server error: {exc}"
             return target
-        seen: list[tuple[str, int]] = []
-        for family, *_, sockaddr in infos:
-            if (sockaddr[0], family) not in seen:
-                seen.append((sockaddr[0], family))
-        target.dns = "A" if any(f == socket.AF_INET for _, f in seen) else "AAAA"
-        target.addresses = [Address(ip, port, weight, target) for ip, _ in seen]
+        ips = list(dict.fromkeys(sockaddr[0] for *_, sockaddr in infos))
+        target.addresses = [Address(ip, port, weight, target) for ip in ips]
         return target
 
     @staticmethod
     def _key(balancer: Balancer, address: Address) -> StatusKey:
         return (balancer.name, address.ip, address.port, address.target.name)
 
+    def counters(self, balancer: Balancer, address: Address) -> Counters:
+        return self._counters.setdefault(self._key(balancer, address), Counters())
+
     def set_status(self, balancer: Balancer, address: Address, healthy: bool) -> None:
+        """A new status clears the address's counters (healthcheck.lua set_target_status)."""
         address.available = healthy
-        balancer.reset_counters(address)
-        self._status[self._key(balancer, address)] = healthy
+        key = self._key(balancer, address)
+        self._counters[key] = Counters()
+        self._status[key] = healthy
 
     def post_health(
         self, upstream: str, target: str, address: str | None, healthy: bool
@@ -388,6 +424,8 @@ class Balancers:
         return None
 
     def stop(self) -> None:
+        if self._requery is not None:
+            self._requery.cancel()
         for balancer in self.by_name.values():
             balancer.stop()
 
@@ -411,7 +449,12 @@ class Balancers:
         return out
 
     @staticmethod
-    def _target_status(balancer: Balancer, target: Target) -> dict[str, Any]:
+    def _target_status(
+        balancer: Balancer, target: Target, *, labels: bool = True
+    ) -> dict[str, Any]:
+        """balancers.lua getTargetStatus; ``/health`` turns each address's ``healthy`` into a
+        ``health`` label (healthcheckers.lua get_upstream_health), ``balancer_health`` keeps
+        the boolean."""
         total = sum(a.weight for a in target.addresses)
         unavailable = sum(a.weight for a in target.addresses if not a.available)
         return {
@@ -429,9 +472,15 @@ class Balancers:
                     "ip": a.ip,
                     "port": a.port,
                     "weight": a.weight,
-                    "health": (HEALTHY if a.available else UNHEALTHY)
-                    if balancer.checks_on
-                    else HEALTHCHECKS_OFF,
+                    **(
+                        {
+                            "health": (HEALTHY if a.available else UNHEALTHY)
+                            if balancer.checks_on
+                            else HEALTHCHECKS_OFF
+                        }
+                        if labels
+                        else {"healthy": a.available}
+                    ),
                 }
                 for a in target.addresses
             ],
@@ -458,6 +507,6 @@ class Balancers:
                     "available": total - unavailable,
                     "unavailable": unavailable,
                 },
-                "hosts": [self._target_status(balancer, t) for t in balancer.targets],
+                "hosts": [self._target_status(balancer, t, labels=False) for t in balancer.targets],
             },
         }

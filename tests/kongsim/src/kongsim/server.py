@@ -166,13 +166,13 @@ class Node:
 
     async def stop(self) -> None:
         """Stop now (SIGTERM, nginx's fast shutdown): requests in flight are cut off."""
-        self.balancers.stop()
         for task in list(self._handlers):
             task.cancel()
         for task in self._tasks:
             task.cancel()
         for runner in reversed(self._runners):
             await runner.cleanup()
+        self.balancers.stop()
         await self.store.close()
         for fh in self._access_logs.values():
             fh.close()

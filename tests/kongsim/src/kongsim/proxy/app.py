@@ -108,9 +108,6 @@ class ProxyServer:
         self.redis = RedisPools()
         self._state: _State | None = None
         self._pool: UpstreamPool | None = None
-        # The node's balancers (kongsim.balancer.Balancers); a runtime without any proxies
-        # every Service straight to its host.
-        self._balancers = getattr(runtime, "balancers", None)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -453,7 +450,9 @@ class ProxyServer:
         port = int(service.get("port") or (443 if scheme == "https" else 80))
         # A Service whose host names an upstream is balanced over its targets; the Host
         # header then follows the target each try picks (set in _proxy).
-        balancer = self._balancers.by_name.get(service_host) if self._balancers else None
+        # (The node's kongsim.balancer.Balancers; a runtime without one proxies to the host.)
+        balancers = getattr(self.runtime, "balancers", None)
+        balancer = balancers.by_name.get(service_host) if balancers is not None else None
         target_host = False
         if host_override:
             out["Host"] = host_override

@@ -1,13 +1,16 @@
 """KongClient: the one place that talks HTTP and maps statuses to errors."""
 
+import json
 import socket
 
 import pytest
 from ansible_collections.ai_gateway.kong.plugins.module_utils.kong import (
     KongClient,
     KongError,
+    kong_argument_spec,
     parse_version,
 )
+from ansible_collections.ai_gateway.kong.plugins.modules import kong_service
 
 
 def client(url="http://kong.test:8001", **kwargs):
@@ -135,3 +138,76 @@ def test_list_follows_offsets(kong):
     kong.handle = lambda method, path, query, body: next(pages)
     assert [r["id"] for r in client().list("/consumers", tags=["a", "b"])] == ["1", "2"]
     assert kong.calls[0][1] == "/consumers"
+
+
+@pytest.mark.parametrize(("method", "path"), [("PUT", "/upstreams/u"), ("POST", "/plugins")])
+def test_404_on_a_write_is_a_failure_with_kongs_message(kong, method, path):
+    kong.errors[(method, path)] = (404, {"message": "Not found"})
+    with pytest.raises(KongError) as err:
+        client()._request(method, path, body={})
+    assert err.value.status == 404
+    assert "HTTP 404 not found: Not found" in str(err.value)
+
+
+def test_404_on_a_listing_is_a_failure_not_an_empty_list(kong):
+    # key-auth not loaded: Kong has no /key-auths endpoint at all.
+    kong.errors[("GET", "/key-auths")] = (404, {"message": "Not found"})
+    with pytest.raises(KongError) as err:
+        client().list("/key-auths")
+    assert "Kong GET /key-auths failed: HTTP 404 not found: Not found" in str(err.value)
+
+
+def test_a_404_on_delete_means_already_gone(kong):
+    kong.errors[("DELETE", "/consumers/c/key-auth/k")] = (404, {"message": "Not found"})
+    assert client().delete("/consumers/c/key-auth/k") is False
+
+
+def test_unreachable_message_hides_credentials_in_the_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(KongError) as err:
+        KongClient("http://admin:url-pa55@127.0.0.1:%d" % port, timeout=2).get("/")
+    assert "url-pa55" not in str(err.value)
+    assert "http://127.0.0.1:%d" % port in str(err.value)
+
+
+def test_admin_headers_is_no_log():
+    spec = kong_argument_spec()
+    assert spec["admin_headers"]["no_log"] is True
+    assert spec["admin_password"]["no_log"] is True
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Authorization": ""}, "the value of header 'Authorization' is empty"),
+        ({"Authorization": "   "}, "the value of header 'Authorization' is empty"),
+        ({"Authorization": None}, "the value of header 'Authorization' is empty"),
+        ({"X-Token": "a\r\nX-Evil: 1"}, "contains a line break"),
+        ({"Bad Name": "v"}, "'Bad Name' is not a valid HTTP header name"),
+    ],
+)
+def test_bad_admin_headers_fail_before_any_request(kong, run_module, headers, expected):
+    result = run_module(
+        kong_service,
+        {"admin_url": "http://kong.test:8001", "name": "s", "host": "h", "admin_headers": headers},
+    )
+    assert result["failed"] is True
+    assert expected in result["msg"]
+    assert kong.calls == []
+
+
+def test_admin_header_values_stay_out_of_the_result(kong, run_module):
+    result = run_module(
+        kong_service,
+        {
+            "admin_url": "http://kong.test:8001",
+            "name": "s",
+            "host": "h",
+            "admin_headers": {"Authorization": "Bearer adm1n-t0ken"},
+        },
+    )
+    assert result["changed"] is True
+    assert kong.last_kwargs["headers"]["Authorization"] == "Bearer adm1n-t0ken"
+    assert "adm1n-t0ken" not in json.dumps(result)

@@ -124,3 +124,118 @@ def test_post_with_check_hash_decides_when_status_has_no_hash(dbless, run_module
     assert result["changed"] is False
     posts = [c for c in dbless.calls if c[0] == "POST"]
     assert len(posts) == 1
+
+
+SECRET_CONFIG = {
+    "_format_version": "3.0",
+    "services": [
+        {
+            "name": "llm",
+            "url": "http://u.test:8080",
+            "routes": [
+                {
+                    "name": "llm",
+                    "paths": ["/llm"],
+                    "plugins": [
+                        {
+                            "name": "request-transformer",
+                            "config": {"add": {"headers": ["X-Gateway-Secret:decl-0ld-s3cret"]}},
+                        }
+                    ],
+                }
+            ],
+            "plugins": [
+                {"name": "rate-limiting", "config": {"minute": 5, "redis_password": "decl-pw"}}
+            ],
+        }
+    ],
+    "consumers": [{"username": "alice", "keyauth_credentials": [{"key": "decl-key-123"}]}],
+}
+
+
+def test_nested_secrets_are_masked_and_a_changed_one_shows(dbless, run_module):
+    dbless.config_text = json.dumps(SECRET_CONFIG)
+    changed = json.loads(json.dumps(SECRET_CONFIG).replace("decl-0ld", "decl-new"))
+    result = run_module(kong_declarative, {"admin_url": URL, "config": changed}, check=True)
+    assert result["changed"] is True
+    text = json.dumps(result)
+    for secret in ("decl-0ld-s3cret", "decl-new-s3cret", "decl-pw", "decl-key-123"):
+        assert secret not in text
+    # Only the request-transformer differs, and its header value differs by fingerprint.
+    assert list(result["diff"]["after"]) == ["plugins"]
+    (name,) = result["diff"]["after"]["plugins"]
+    before = result["diff"]["before"]["plugins"][name]["config"]["add"]["headers"][0]
+    after = result["diff"]["after"]["plugins"][name]["config"]["add"]["headers"][0]
+    assert before.startswith("X-Gateway-Secret:******** (")
+    assert before != after
+
+
+def test_a_missing_config_endpoint_is_a_failure(dbless, run_module):
+    dbless.errors[("GET", "/config")] = (404, {"message": "Not found"})
+    result = run_module(kong_declarative, {"admin_url": URL, "config": CONFIG})
+    assert result["failed"] is True
+    assert "GET /config failed: HTTP 404" in result["msg"]
+    assert [c for c in dbless.calls if c[0] == "POST"] == []
+
+
+UPSTREAMS = {
+    "_format_version": "3.0",
+    "upstreams": [
+        {
+            "name": "llm.upstream",
+            "healthchecks": {"active": {"http_path": "/health/ready"}},
+            "targets": [{"target": "10.0.0.1:8080"}, {"target": "010.0.0.2", "weight": 0}],
+        }
+    ],
+    "services": [{"name": "llm", "host": "llm.upstream", "port": 80}],
+}
+
+
+def test_upstreams_with_targets_compare_as_kong_stores_them(dbless, run_module):
+    # What GET /config shows: flat targets with ids, Kong's port and defaults filled in.
+    dbless.config_text = json.dumps(
+        {
+            "_format_version": "3.0",
+            "upstreams": [
+                {
+                    "id": "u1",
+                    "name": "llm.upstream",
+                    "algorithm": "round-robin",
+                    "healthchecks": {"active": {"http_path": "/health/ready", "timeout": 1}},
+                }
+            ],
+            "targets": [
+                {"id": "t1", "target": "10.0.0.1:8080", "weight": 100, "upstream": {"id": "u1"}},
+                {"id": "t2", "target": "10.0.0.2:8000", "weight": 0, "upstream": {"id": "u1"}},
+            ],
+            "services": [{"id": "s1", "name": "llm", "host": "llm.upstream", "port": 80}],
+        }
+    )
+    result = run_module(kong_declarative, {"admin_url": URL, "config": UPSTREAMS}, check=True)
+    assert result["diff"] == {"before": {}, "after": {}}
+    changed = json.loads(json.dumps(UPSTREAMS))
+    changed["upstreams"][0]["targets"][1]["weight"] = 100
+    result = run_module(kong_declarative, {"admin_url": URL, "config": changed}, check=True)
+    assert result["diff"]["before"] == {
+        "targets": {
+            "10.0.0.2:8000@llm.upstream": {
+                "target": "10.0.0.2:8000",
+                "upstream": "llm.upstream",
+                "weight": 0,
+            }
+        }
+    }
+    assert result["diff"]["after"]["targets"]["10.0.0.2:8000@llm.upstream"]["weight"] == 100
+    assert run_module(kong_declarative, {"admin_url": URL, "config": UPSTREAMS})["entities"] == {
+        "upstreams": 1,
+        "targets": 2,
+        "services": 1,
+    }
+
+
+def test_an_upstream_named_by_an_ip_address_is_refused_before_posting(dbless, run_module):
+    config = {"_format_version": "3.0", "upstreams": [{"name": "x.test"}, {"name": "10.0.0.9"}]}
+    result = run_module(kong_declarative, {"admin_url": URL, "config": config})
+    assert result["failed"] is True
+    assert result["msg"].startswith("config upstreams[1].name: '10.0.0.9' is an IP address")
+    assert dbless.calls == []

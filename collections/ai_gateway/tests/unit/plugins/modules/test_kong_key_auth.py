@@ -1,4 +1,4 @@
-"""kong_key_auth: given and generated keys, stable identity, secrets masked in diffs."""
+"""kong_key_auth: given and generated keys, stable identity, keys masked everywhere."""
 
 import json
 
@@ -20,24 +20,29 @@ def test_given_key_create_no_op_and_masked_diff(kong, run_module):
     assert kong.writes() == [
         ("POST", "/consumers/%s/key-auth" % alice["id"], {"tags": [], "key": SECRET})
     ]
-    assert SECRET not in json.dumps(result["diff"])
-    assert result["diff"]["after"]["key"] == "********"
+    assert SECRET not in json.dumps(result)
+    assert result["diff"]["after"]["key"].startswith("******** (")
+    assert result["credential"]["key"] == "********"
     kong.calls.clear()
     assert run_module(kong_key_auth, args)["changed"] is False
     assert kong.writes() == []
 
 
-def test_generated_key_is_returned_and_found_again_by_tags(kong, run_module):
+def test_generated_key_is_never_returned_and_found_again_by_tags(kong, run_module):
     consumer(kong)
     args = {"admin_url": URL, "consumer": "alice", "tags": ["primary"], "select_tags": ["gw"]}
     first = run_module(kong_key_auth, args)
-    key = first["credential"]["key"]
+    (stored,) = kong.rows("key-auths")
+    key = stored["key"]
     assert len(key) == 32
+    assert first["credential"]["id"] == stored["id"]
+    assert first["credential"]["key"] == "********"
+    assert key not in json.dumps(first)
     for _run in range(10):
         again = run_module(kong_key_auth, args)
         assert again["changed"] is False
-        assert again["credential"]["key"] == key
-    assert len(kong.rows("key-auths")) == 1
+        assert key not in json.dumps(again)
+    assert [r["key"] for r in kong.rows("key-auths")] == [key]
 
 
 def test_update_tags_keeps_the_key(kong, run_module):
@@ -91,6 +96,9 @@ def test_kong_error(kong, run_module):
     result = run_module(kong_key_auth, {"admin_url": URL, "consumer": "alice", "key": "x"})
     assert result["failed"] is True
     assert "HTTP 409" in result["msg"]
+    # Kong's body quotes the key; the masked copy is returned, and the message quotes it masked.
+    assert result["kong_error"]["fields"] == {"key": "********"}
+    assert '"key": "********"' in result["msg"]
 
 
 def test_ambiguous_generated_credentials_are_refused(kong, run_module):
@@ -120,5 +128,7 @@ def test_bulk_with_prune(kong, run_module):
         r["key"] for r in kong.rows("key-auths") if r["consumer"]["id"] == carol["id"]
     ) == ["manual"]
     assert "old" not in json.dumps(result["diff"])
-    assert len(result["entities"]) == 2
+    assert [p["key"] for p in result["pruned"]] == ["********"]
+    assert [e["key"] for e in result["entities"]] == ["********", "********"]
+    assert SECRET not in json.dumps(result)
     assert run_module(kong_key_auth, args)["changed"] is False

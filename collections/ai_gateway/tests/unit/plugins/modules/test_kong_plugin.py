@@ -86,37 +86,100 @@ def test_instance_name_identifies_the_plugin(kong, run_module):
     assert kong.calls[1][1] == "/plugins/llm-limit"
 
 
-def test_unknown_plugin_error(kong, run_module):
+def test_schema_violation_error(kong, run_module):
     kong.errors[("POST", "/plugins")] = (
         400,
         {
             "code": 2,
             "name": "schema violation",
-            "message": "schema violation (name: plugin 'nope' not enabled)",
-            "fields": {
-                "name": "plugin 'nope' not enabled; add it to the 'plugins' configuration property"
-            },
+            "message": "schema violation (config.minute: expected a number)",
+            "fields": {"config": {"minute": "expected a number"}},
         },
     )
-    result = run_module(kong_plugin, {"admin_url": URL, "name": "nope"})
+    result = run_module(kong_plugin, dict(ARGS, service=None))
     assert result["failed"] is True
-    assert "add it to the 'plugins' configuration property" in result["msg"]
+    assert '"minute": "expected a number"' in result["msg"]
 
 
-def test_plugin_without_published_schema_compares_what_is_given(kong, run_module):
-    kong.add("plugins", name="custom", config={"a": 1, "b": 2})
-    assert (
-        run_module(kong_plugin, {"admin_url": URL, "name": "custom", "config": {"a": 1}})["changed"]
-        is False
-    )
-    assert (
-        run_module(kong_plugin, {"admin_url": URL, "name": "custom", "config": {"a": 3}})["changed"]
-        is True
-    )
-    assert kong.rows("plugins")[0]["config"] == {"a": 3, "b": 2}
+def test_plugin_kong_does_not_load_fails_before_any_write(kong, run_module):
+    # Kong answers 404 {"message": "No plugin named 'nope'"} on its schema: not "absent".
+    result = run_module(kong_plugin, {"admin_url": URL, "name": "nope", "config": {"a": 1}})
+    assert result["failed"] is True
+    assert "Kong does not load the plugin 'nope'" in result["msg"]
+    assert "No plugin named 'nope'" in result["msg"]
+    assert result["status"] == 404
+    assert kong.writes() == []
+
+
+def test_a_plugin_kong_does_not_load_can_still_be_deleted(kong, run_module):
+    kong.add("plugins", name="custom", config={"a": 1})
+    result = run_module(kong_plugin, {"admin_url": URL, "name": "custom", "state": "absent"})
+    assert result["changed"] is True
+    assert kong.rows("plugins") == []
 
 
 def test_delete_when_its_service_is_gone_is_unchanged(kong, run_module):
     result = run_module(kong_plugin, dict(ARGS, state="absent"))
     assert result["failed"] is False
     assert result["changed"] is False
+
+
+TRANSFORMER = {
+    "admin_url": URL,
+    "name": "request-transformer",
+    "instance_name": "llm-secret-header",
+    "config": {
+        "remove": {"headers": ["X-Gateway-Secret"]},
+        "add": {"headers": ["X-Gateway-Secret:shared-0ld-s3cret", "X-Tenant:tenant-s3cret"]},
+    },
+    "secret_headers": ["X-Tenant"],
+}
+
+
+def rotated(args, old, new):
+    config = json.loads(json.dumps(args["config"]).replace(old, new))
+    return dict(args, config=config)
+
+
+def test_secret_header_values_never_leave_the_module(kong, run_module):
+    created = run_module(kong_plugin, TRANSFORMER)
+    assert created["changed"] is True
+    assert kong.rows("plugins")[0]["config"]["add"]["headers"][0].endswith("shared-0ld-s3cret")
+    assert created["plugin"]["config"]["add"]["headers"] == [
+        "X-Gateway-Secret:********",
+        "X-Tenant:********",
+    ]
+    assert run_module(kong_plugin, TRANSFORMER)["changed"] is False
+
+    result = run_module(kong_plugin, rotated(TRANSFORMER, "shared-0ld", "shared-new"))
+    assert result["changed"] is True
+    text = json.dumps(result)
+    for secret in ("shared-0ld-s3cret", "shared-new-s3cret", "tenant-s3cret"):
+        assert secret not in text
+    # The diff shows that the gateway secret changed, and that the tenant header did not.
+    (old_secret, old_tenant) = result["diff"]["before"]["config"]["add"]["headers"]
+    (new_secret, new_tenant) = result["diff"]["after"]["config"]["add"]["headers"]
+    assert old_secret.startswith("X-Gateway-Secret:******** (")
+    assert old_secret != new_secret
+    assert old_tenant == new_tenant
+
+
+def test_returned_plugin_and_pruned_plugins_mask_passwords(kong, run_module):
+    service(kong)
+    kong.add(
+        "plugins", name="rate-limiting", config={"redis": {"password": "pruned-pw"}}, tags=["gw"]
+    )
+    args = {
+        "admin_url": URL,
+        "select_tags": ["gw"],
+        "prune": True,
+        "entities": [dict(ARGS, config={"minute": 5, "redis": {"host": "r", "password": "rl-pw"}})],
+    }
+    for entity in args["entities"]:
+        entity.pop("admin_url")
+    result = run_module(kong_plugin, args)
+    assert result["changed"] is True
+    assert result["entities"][0]["config"]["redis"]["password"] == "********"
+    assert result["pruned"][0]["config"]["redis"]["password"] == "********"
+    assert "rl-pw" not in json.dumps(result)
+    assert "pruned-pw" not in json.dumps(result)
