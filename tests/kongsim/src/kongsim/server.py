@@ -195,7 +195,6 @@ class Node:
 
     async def stop(self) -> None:
         """Stop now (SIGTERM, nginx's fast shutdown): requests in flight are cut off."""
-        self.balancers.stop()
         for task in list(self._handlers):
             task.cancel()
         for task in self._tasks:
