@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian 12 machine (run as root):
 # Debian packages (podman for Molecule, ssh to reach its containers, PostgreSQL for the Kong
-# simulator's tests, Redis for llm_api's quota tests, wrk for the benchmarks), the podman
-# settings these machines need, the project's virtualenv, the collections of requirements.yml
-# and the Debian 12 container image Molecule starts. Safe to re-run: every step skips work
-# already done.
+# simulator's tests, Redis for llm_api's quota tests, wrk for the benchmarks, gnupg to sign the
+# kong scenario's package mirror), the podman settings these machines need, the project's
+# virtualenv, the collections of requirements.yml and the Debian 12 container image Molecule
+# starts. Safe to re-run: every step skips work already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   podman runc conmon netavark aardvark-dns iptables slirp4netns fuse-overlayfs uidmap catatonit
-  debootstrap dpkg-dev fakeroot
+  debootstrap dpkg-dev fakeroot gnupg
   postgresql redis-server
   curl wrk jq openssh-client
 )
