@@ -232,6 +232,11 @@ def with_defaults(fields, given, stored):
             out[name] = copy.deepcopy(definition.get("default"))
     for name, value in given.items():
         out.setdefault(name, value)  # keys unknown to the schema: Kong will judge them
+    for name, value in stored.items():
+        # Fields Kong stores beside the schema's: the deprecated shorthands it echoes on every
+        # read (rate-limiting's redis_host ... mirror config.redis; kong/db/schema/init.lua
+        # process_auto_fields at 3.9.3). They follow the real fields, so they never differ.
+        out.setdefault(name, value)
     return out
 
 

@@ -43,6 +43,19 @@ def test_update_puts_by_id_and_diffs_the_config_key(kong, run_module):
     assert len(kong.rows("plugins")) == 1
 
 
+def test_legacy_fields_kong_echoes_are_not_a_change(kong, run_module):
+    # Kong 3.9 echoes rate-limiting's deprecated redis_* shorthands on every read.
+    service(kong)
+    args = dict(ARGS, config={"minute": 60, "policy": "redis", "redis": {"host": "r"}})
+    run_module(kong_plugin, args)
+    stored = kong.rows("plugins")[0]["config"]
+    stored.update(redis_host="r", redis_port=6379, redis_database=0, redis_timeout=2000)
+    kong.calls.clear()
+    result = run_module(kong_plugin, args)
+    assert result["changed"] is False
+    assert kong.writes() == []
+
+
 def test_removed_config_key_goes_back_to_the_default(kong, run_module):
     service(kong)
     run_module(kong_plugin, dict(ARGS, config={"minute": 60, "policy": "redis"}))
