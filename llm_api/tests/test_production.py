@@ -291,6 +291,29 @@ async def test_no_retry_past_the_request_deadline(monkeypatch: pytest.MonkeyPatc
     assert backend.calls == 1
 
 
+class SlowBackend:
+    """Answers after `seconds` (a provider that is slow, not failing)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+
+    async def chat(self, dep: Any, body: Any) -> tuple[bytes, None]:
+        self.calls += 1
+        await asyncio.sleep(self.seconds)
+        return b"{}", None
+
+
+async def test_the_deadline_cuts_an_attempt_still_running() -> None:
+    backend = SlowBackend(30)
+    router = _router(backend, request_deadline=0.2)  # type: ignore[arg-type]
+    ctx = RequestContext("rid", "c", None, "/v1/chat/completions")
+    with pytest.raises(UpstreamError) as info:
+        await router.execute("m", ctx, lambda backend, dep: backend.chat(dep, {}))
+    assert info.value.kind is Kind.TIMEOUT
+    assert backend.calls == 1  # past the deadline: no retry either
+
+
 # --- deployment options -------------------------------------------------------------------
 
 

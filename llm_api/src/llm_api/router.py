@@ -12,7 +12,9 @@ Semantics follow LiteLLM's Router settings (router_settings in the config):
 - a 429 marks the deployment rate limited for the provider's Retry-After: the retry goes to
   another deployment of the group, and when there is none the client gets the 429 with the
   provider's Retry-After instead of an immediate retry;
-- no retry or fallback starts when it would end after `request_deadline` seconds;
+- no retry or fallback starts when it would end after `request_deadline` seconds, and an
+  attempt still waiting for its answer (for a stream: its first bytes) at the deadline is cut
+  off with an upstream timeout;
 - then the group's `fallbacks` (or `context_window_fallbacks` for a context-length error) are
   tried in order, each with its own retries;
 - a deployment that fails more than `allowed_fails` times within a minute cools down for
@@ -101,8 +103,13 @@ class Router:
             ctx.attempts += 1
             ctx.deployment = dep.id
             start = time.perf_counter()
+            remaining = self._settings.request_deadline - (start - ctx.start)
             try:
-                result = await op(self._backends[dep.transport], dep)
+                try:
+                    async with asyncio.timeout(max(remaining, 0.0)):
+                        result = await op(self._backends[dep.transport], dep)
+                except TimeoutError:
+                    raise UpstreamError(Kind.TIMEOUT) from None
             except UpstreamError as exc:
                 elapsed = time.perf_counter() - start
                 ctx.upstream_seconds += elapsed
