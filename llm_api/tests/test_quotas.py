@@ -209,7 +209,10 @@ async def test_served_answers_and_the_429_carry_openai_headers(
         assert refused.headers["x-ratelimit-limit-tokens"] == "120"
         assert int(refused.headers["x-ratelimit-remaining-tokens"]) == 120 - spent
         assert int(refused.headers["retry-after"]) >= 1
-        assert provider.stats().get("status_200", 0) == 0
+        # Never sent to the provider (its own request log: the shared provider's counters also
+        # see other tests' slow answers arriving late).
+        asked = [r for r in provider.requests() if (r.get("body") or {}).get("max_tokens") == 500]
+        assert asked == []
         # A consumer without a quota of its own and no default: served, no headers.
         other = await post(gw, "bob", body())
         assert other.status_code == 200

@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: kong_ca_certificate
 short_description: Manage Kong Gateway CA certificates (trust for upstream TLS verification)
-version_added: 1.1.0
+version_added: 2.0.0
 description:
   - Create, update and delete the CA certificates a service trusts when it verifies its upstream
     (C(tls_verify) and C(ca_certificates) of M(ai_gateway.kong.kong_service)).

@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: kong_certificate
 short_description: Manage Kong Gateway certificates and their SNIs
-version_added: 1.1.0
+version_added: 2.0.0
 description:
   - Create, update and delete the certificates (with their private keys) that Kong's proxy
     presents for the host names in O(snis), or that services present to upstreams

@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: kong_target
 short_description: Manage the targets of Kong Gateway upstreams
-version_added: 1.1.0
+version_added: 2.0.0
 description:
   - Create, update and delete the targets (C(host:port) addresses with a weight) of a
     L(Kong upstream,https://docs.konghq.com/gateway/latest/key-concepts/upstreams/), through

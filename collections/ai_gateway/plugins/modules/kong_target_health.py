@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: kong_target_health
 short_description: Mark a target of a Kong upstream healthy or unhealthy by hand
-version_added: 1.1.0
+version_added: 2.0.0
 description:
   - Sets the health of a target on the Kong node at O(admin_url) with Kong's manual health
     endpoints (C(PUT /upstreams/{upstream}/targets/{target}/healthy|unhealthy)), for example to

@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: kong_upstream
 short_description: Manage Kong Gateway upstreams (load balancers with health checks)
-version_added: 1.1.0
+version_added: 2.0.0
 description:
   - Create, update and delete
     L(Kong upstreams,https://docs.konghq.com/gateway/latest/key-concepts/upstreams/), identified by
