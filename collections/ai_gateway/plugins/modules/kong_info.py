@@ -70,7 +70,7 @@ options:
     type: list
     elements: str
     default: []
-    version_added: 1.1.0
+    version_added: 2.1.0
 """
 
 EXAMPLES = r"""
