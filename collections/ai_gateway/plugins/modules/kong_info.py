@@ -14,7 +14,8 @@ short_description: Read Kong Gateway's version, mode, node status and entities
 version_added: 1.0.0
 description:
   - Returns Kong's version and edition, its database mode (V(postgres), or V(off) for DB-less),
-    the node status (C(GET /status)) and, optionally, entities filtered by tags.
+    the node status (C(GET /status)) and, optionally, entities filtered by tags and the health
+    of upstreams' targets as this node's balancer sees it.
   - Secrets in the returned entities (keys, certificates' private keys, passwords, tokens, secret
     header values; see O(secret_headers)) are masked.
   - A kind of entity whose endpoint Kong does not have (for example C(key-auths) when Kong does
@@ -60,6 +61,16 @@ options:
     type: list
     elements: str
     default: []
+  upstream_health:
+    description:
+      - Upstreams (names or ids) whose targets to return with their health on this node
+        (C(GET /upstreams/{upstream}/health)), for example to wait until a node's balancer has
+        taken a target's new weight.
+      - Health is state of each Kong node; ask every node to know what each one does.
+    type: list
+    elements: str
+    default: []
+    version_added: 2.1.0
 """
 
 EXAMPLES = r"""
@@ -79,6 +90,17 @@ EXAMPLES = r"""
     entities: [services, routes, plugins]
     tags: [ai-gateway]
   register: owned
+
+- name: Wait until this node sends the target no traffic
+  ai_gateway.kong.kong_info:
+    admin_url: http://127.0.0.1:8001
+    upstream_health: [llm-api.upstream]
+  register: kong
+  until: >-
+    kong.upstream_health['llm-api.upstream'] | default([], true)
+    | selectattr('target', 'eq', '10.0.0.12:8080') | map(attribute='weight') | list == [0]
+  retries: 30
+  delay: 1
 """
 
 RETURN = r"""
@@ -116,6 +138,17 @@ entities:
   returned: always
   type: dict
   sample: {services: [{name: llm-api, host: 127.0.0.1, port: 8080}]}
+upstream_health:
+  description:
+    - For each upstream in O(upstream_health), its targets as Kong stores them with C(health)
+      (V(HEALTHY), V(UNHEALTHY), V(HEALTHCHECKS_OFF), V(DNS_ERROR)) and C(data) (the addresses)
+      as this node's balancer sees them.
+    - V(null) for an upstream this node does not have.
+  returned: always
+  type: dict
+  sample:
+    llm-api.upstream:
+      - {target: 10.0.0.12:8080, weight: 0, health: HEALTHCHECKS_OFF, data: {addresses: []}}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -123,6 +156,7 @@ from ansible_collections.ai_gateway.kong.plugins.module_utils.kong import (
     KongClient,
     KongError,
     kong_argument_spec,
+    segment,
 )
 from ansible_collections.ai_gateway.kong.plugins.module_utils.masking import Masker
 
@@ -147,6 +181,7 @@ def main():
             ],
         ),
         tags=dict(type="list", elements="str", default=[]),
+        upstream_health=dict(type="list", elements="str", default=[]),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     masker = Masker.from_module(module)
@@ -166,6 +201,10 @@ def main():
                 ]
             else:
                 entities[kind] = client.list("/%s" % kind, tags=module.params["tags"])
+        health = {}
+        for name in module.params["upstream_health"]:
+            path = "/upstreams/%s" % segment(name)
+            health[name] = client.list(path + "/health") if client.get(path) else None
     except KongError as e:
         masker.fail(e)
     plugins = node.get("plugins") or {}
@@ -181,6 +220,7 @@ def main():
         ),
         status=status,
         entities=entities,
+        upstream_health=health,
     )
     module.exit_json(changed=False, **masker.returned(result))
 

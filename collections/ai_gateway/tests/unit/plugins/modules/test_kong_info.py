@@ -76,3 +76,34 @@ def test_certificates_are_listed_with_their_keys_masked(kong, run_module):
     (cert,) = result["entities"]["certificates"]
     assert (cert["cert"], cert["key"], cert["key_alt"]) == ("CERT", "********", "********")
     assert "KEY-TEXT" not in json.dumps(result)
+
+
+def test_upstream_health_is_read_per_upstream_and_none_for_a_missing_one(kong, run_module):
+    up = kong.add(
+        "upstreams",
+        name="llm",
+        healthchecks={"active": {"healthy": {"interval": 5}, "unhealthy": {"interval": 5}}},
+    )
+    kong.add("targets", upstream={"id": up["id"]}, target="10.0.0.1:8080", weight=100)
+    kong.add("targets", upstream={"id": up["id"]}, target="10.0.0.2:8080", weight=0)
+    result = run_module(
+        kong_info,
+        {
+            "admin_url": URL,
+            "admin_headers": {"Kong-Admin-Token": "info-admin-token"},
+            "upstream_health": ["llm", "gone"],
+        },
+    )
+    assert result["changed"] is False
+    rows = sorted((t["target"], t["weight"], t["health"]) for t in result["upstream_health"]["llm"])
+    assert rows == [("10.0.0.1:8080", 100, "HEALTHY"), ("10.0.0.2:8080", 0, "HEALTHCHECKS_OFF")]
+    assert result["upstream_health"]["gone"] is None
+    assert "info-admin-token" not in json.dumps(result)
+    assert kong.writes() == []
+
+
+def test_no_upstream_health_is_read_unless_asked(kong, run_module):
+    kong.add("upstreams", name="llm")
+    result = run_module(kong_info, {"admin_url": URL})
+    assert result["upstream_health"] == {}
+    assert not [c for c in kong.calls if c[1].endswith("/health")]
