@@ -196,6 +196,9 @@ async def serve(
             access_log=False,
             lifespan="on",
             loop="asyncio",
+            # A connection some test left open must not hold the shutdown (and the session's
+            # teardown) for pytest-timeout's 300 s.
+            timeout_graceful_shutdown=5,
         )
     )
     task = asyncio.create_task(server.serve())
