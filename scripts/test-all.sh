@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: every suite, as CI runs it, in two lanes on the two cores. Molecule is mostly
 # waiting on its containers, so the role scenarios run beside the lint and unit/integration
-# suites, which the multi-node scenario `cluster` follows in their lane (the role scenarios take
-# longer than the suites); the two end-to-end scenarios then run side by side, once all of those
-# have passed: `default` as the README's container quick start, run as written
+# suites; the two end-to-end scenarios then run side by side, once all of those have passed:
+# `default` as the README's container quick start, run as written
 # (scripts/test-readme-containers.sh).
 # Ends with one summary line over every suite's report (build/test-results).
 set -uo pipefail
@@ -16,7 +15,7 @@ start=$(date +%s)
 run() {
   scripts/build-artifacts.sh &&
     scripts/lanes.sh \
-      "units=make --no-print-directory lint test-readme test-llm-api test-kongsim test-collection test-playbooks && scripts/test-molecule.sh cluster" \
+      "units=make --no-print-directory lint test-readme test-llm-api test-kongsim test-collection test-playbooks" \
       "roles=scripts/test-molecule.sh kong llm_api kong_gateway" &&
     scripts/lanes.sh \
       "default=scripts/test-readme-containers.sh" \
