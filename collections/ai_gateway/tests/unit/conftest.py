@@ -4,7 +4,7 @@ The mock sits at the module_utils boundary (the `open_url` that KongClient._requ
 every test also exercises the client's status-to-error mapping. FakeKong keeps just enough of
 Kong 3.9's Admin API semantics for the modules: PUT upserts and replaces whole entities with
 schema defaults, PATCH merges, 404 `{"message":"Not found"}`, 409 on duplicate keys, nested
-key-auth routes, tag filters and pagination (see ../../../../../work/shared reference, 1.1-1.5).
+key-auth routes, tag filters and pagination (see the Kong 3.9 reference, 1.1-1.5).
 """
 
 import copy
