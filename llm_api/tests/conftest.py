@@ -112,7 +112,7 @@ def provider(fake_provider: FakeProvider) -> Iterator[FakeProvider]:
     fake_provider.clear()
     yield fake_provider
     fake_provider.control("ok")
-    fake_provider.set(chunk_delay=0, gap_seconds=0, keepalive_seconds=0, gap_after=1)
+    fake_provider.set(chunk_delay=0, plain_delay=0, gap_seconds=0, keepalive_seconds=0, gap_after=1)
 
 
 def deployment(path: str, model: str, api_base: str, **params: Any) -> dict[str, Any]:

@@ -108,6 +108,70 @@ async def test_client_disconnect_stops_the_provider_stream(
         assert 'status="499"' in metrics
 
 
+async def post_and_leave(gw: Gateway, body: dict[str, Any], request_id: str, provider: Any) -> int:
+    """POST `body` on a raw connection, wait until the provider is answering it (a slow
+    non-streamed answer), then close the connection: the client goes away. Returns how many
+    steps the provider had done when the client closed."""
+    host, port = gw.url.removeprefix("http://").split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    data = json.dumps(body).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(data)}\r\n"
+        f"x-kong-request-id: {request_id}\r\n\r\n"
+    )
+    writer.write(head.encode() + data)
+    await writer.drain()
+    started = await wait_for(lambda: [s for s in provider.streams() if s["sent"] >= 1])
+    assert started, "the provider never started answering"
+    (record,) = provider.streams()
+    writer.close()
+    await writer.wait_closed()
+    return int(record["sent"])
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_client_disconnect_cancels_a_plain_request(
+    provider: FakeProvider, logs: LogLines, path: str
+) -> None:
+    model = f"{path}-gone"
+    async with serve(config(deployment(path, model, provider.url, timeout=10))) as gw:
+        if path != "native":  # LiteLLM imported, and its first call's lazy imports done
+            await ready(gw)
+            assert (await gw.chat(model)).status_code == 200
+            provider.clear()
+        # A normal non-streamed request is unaffected: answered whole, after the provider's
+        # 20 slow steps.
+        provider.set(plain_delay=0.02)
+        resp = await gw.chat(model)
+        assert resp.status_code == 200
+        assert resp.json()["usage"]["completion_tokens"] == 20
+        (record,) = provider.streams()
+        assert record["completed"]
+        assert not record["client_gone"]
+        line = await logs.for_request(resp.headers["x-request-id"])
+        assert line["status"] == 200
+        provider.clear()
+        # A client that goes away while the provider generates its answer.
+        provider.set(plain_delay=CHUNK_DELAY)
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        rid = f"gone-plain-{path}"
+        sent_at_close = await post_and_leave(gw, body, rid, provider)
+        gone = await wait_for(lambda: [s for s in provider.streams() if s["client_gone"]])
+        assert gone, provider.streams()
+        # Within one second of the disconnect the provider saw its connection closed: it did at
+        # most 1 s / CHUNK_DELAY steps after the client closed, not the rest of the answer.
+        assert gone[0]["gone_after_events"] - sent_at_close <= 1 / CHUNK_DELAY
+        assert gone[0]["gone_after_events"] < gone[0]["events"]
+        line = await logs.for_request(rid)
+        assert line["status"] == 499
+        assert line["error"] == "client_closed"
+        assert line["tokens_out"] is None  # nothing was received
+        metrics = await gw.metrics()
+        assert 'status="499"' in metrics
+        assert 'outcome="cancelled"' in metrics
+
+
 # --- heartbeats and provider keep-alives --------------------------------------------------
 
 

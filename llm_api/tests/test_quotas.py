@@ -273,6 +273,28 @@ async def test_reservations_settle_to_the_real_usage(
             await asyncio.sleep(0.01)
         assert used(redis_up, "c-gone") == estimate
 
+        # A client that goes away while a non-streamed answer is generated: the provider's request
+        # is cancelled, no usage came, the reservation is kept whole (not released).
+        async def closed() -> float:
+            lines = (await gw.metrics()).splitlines()
+            found = [x for x in lines if x.startswith("llm_api_requests_total") and '"499"' in x]
+            return sum(float(x.split()[-1]) for x in found)
+
+        closed_before = await closed()
+        await gw.client.post(f"{provider.url}/__control", json={"plain_delay": 0.5})
+        payload = body(words=6, max_tokens=15, model="native-ok")
+        with pytest.raises(httpx.ReadTimeout):
+            await gw.client.post(
+                "/v1/chat/completions", json=payload, headers=who("c-gone-plain"), timeout=0.3
+            )
+        await gw.client.post(f"{provider.url}/__control", json={"plain_delay": 0})
+        estimate = quotas.estimate(payload, True)
+        for _ in range(500):  # the request has ended (499) and its settlement is done
+            if await closed() > closed_before and not gw.app.state.gateway.quotas._tasks:
+                break
+            await asyncio.sleep(0.01)
+        assert used(redis_up, "c-gone-plain") == estimate
+
 
 async def test_usage_totals_cost_and_the_usage_command(
     provider: FakeProvider, redis_up: RedisServer, tmp_path: Path

@@ -17,16 +17,19 @@ Endpoints:
   POST /__control             {"mode": "ok"|"fail"|"stall"|"ratelimit"|"unauthorized",
                                "stall_seconds": N}: a failure mode for every request;
                               {"chunk_delay": S}: streams send one event every S seconds;
+                              {"plain_delay": S}: non-streamed answers take one step of S
+                              seconds per word (20 steps) before they are sent whole;
                               {"gap_seconds": G, "gap_after": N, "keepalive_seconds": K}:
                               streams pause G seconds after N events, sending a keep-alive
                               every K seconds meanwhile (OpenAI: an SSE comment, Anthropic:
                               its "ping" event; 0: none)
   GET  /__requests            the recent requests' method, path, headers and JSON body
                               (DELETE clears)
-  GET  /__streams             the recent paced streams (chunk_delay or a gap): model, events
-                              sent and in all, "client_gone" when the client closed the
-                              connection before the end, and "gone_after_events" (DELETE
-                              clears)
+  GET  /__streams             the recent paced streams (chunk_delay or a gap) and slow
+                              answers (plain_delay, "stream": false): model, events sent (for
+                              a slow answer: steps done) and in all, "client_gone" when the
+                              client closed the connection before the end, and
+                              "gone_after_events" (DELETE clears)
   GET  /__stats               request counts by path and by outcome
   GET  /health                200
 
@@ -84,6 +87,7 @@ class State:
         self.mode = "ok"
         self.stall_seconds = 30.0
         self.chunk_delay = 0.0
+        self.plain_delay = 0.0
         self.gap_seconds = 0.0
         self.gap_after = 1
         self.keepalive_seconds = 0.0
@@ -587,6 +591,8 @@ class HttpProtocol(asyncio.Protocol):
         result = self.answer(path, payload, model, anthropic)
         if isinstance(result[1], list) and (st.chunk_delay > 0 or st.gap_seconds > 0):
             return self.paced(*result, model=model, anthropic=anthropic)
+        if not isinstance(result[1], list) and st.plain_delay > 0:
+            return self.slow(result, model)
         return result
 
     def count(self, result: tuple) -> tuple:
@@ -597,6 +603,26 @@ class HttpProtocol(asyncio.Protocol):
         await asyncio.sleep(self.state.stall_seconds)
         return self.answer(path, payload, model, anthropic)
 
+    async def slow(self, result: tuple, model: str) -> tuple | None:
+        """A non-streamed answer "generated" one word every plain_delay seconds, then sent
+        whole; records whether the client stayed until then (a client that goes away while it
+        waits for the answer)."""
+        st = self.state
+        record = {"model": model, "stream": False, "events": CHUNKS, "sent": 0}
+        record |= {"client_gone": False, "completed": False}
+        st.streams.append(record)
+        self.stream_record = record
+        try:
+            for _ in range(CHUNKS):
+                await asyncio.sleep(st.plain_delay)
+                if self.transport is None:
+                    return None
+                record["sent"] += 1
+            record["completed"] = True
+            return result
+        finally:
+            self.stream_record = None
+
     async def paced(
         self, status: int, events: list, ctype: str, *, model: str, anthropic: bool
     ) -> None:
@@ -605,7 +631,8 @@ class HttpProtocol(asyncio.Protocol):
         st = self.state
         head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", f"content-type: {ctype}"]
         head += ["x-request-id: req_fake", "transfer-encoding: chunked"]
-        record = {"model": model, "events": len(events), "sent": 0, "client_gone": False}
+        record = {"model": model, "stream": True, "events": len(events), "sent": 0}
+        record["client_gone"] = False
         record["completed"] = False
         st.streams.append(record)
         self.stream_record = record
@@ -684,13 +711,15 @@ class HttpProtocol(asyncio.Protocol):
                 st.mode = mode
                 st.stall_seconds = float(cmd.get("stall_seconds", st.stall_seconds))
                 st.chunk_delay = float(cmd.get("chunk_delay", st.chunk_delay))
+                st.plain_delay = float(cmd.get("plain_delay", st.plain_delay))
                 st.gap_seconds = float(cmd.get("gap_seconds", st.gap_seconds))
                 st.gap_after = int(cmd.get("gap_after", st.gap_after))
                 st.keepalive_seconds = float(cmd.get("keepalive_seconds", st.keepalive_seconds))
             except (ValueError, AttributeError, TypeError):
                 return 400, b'{"error":"bad control command"}'
             reply = {"mode": st.mode, "stall_seconds": st.stall_seconds}
-            reply |= {"chunk_delay": st.chunk_delay, "gap_seconds": st.gap_seconds}
+            reply |= {"chunk_delay": st.chunk_delay, "plain_delay": st.plain_delay}
+            reply |= {"gap_seconds": st.gap_seconds}
             reply |= {"gap_after": st.gap_after, "keepalive_seconds": st.keepalive_seconds}
             return 200, _json(reply)
         if path == "/__streams":

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -62,6 +62,7 @@ ENDPOINTS = frozenset(
 )
 MAX_REQUEST_ID = 200
 log = logging.getLogger(ACCESS_LOGGER)
+T = TypeVar("T")
 
 
 @dataclass
@@ -140,14 +141,12 @@ class SSEResponse(Response):
         stream: Stream,
         ctx: RequestContext,
         heartbeat: float,
-        metrics: Metrics,
         secrets: list[str],
     ) -> None:
         super().__init__(media_type="text/event-stream")
         self._stream = stream
         self._ctx = ctx
         self._heartbeat = heartbeat
-        self._metrics = metrics
         self._secrets = secrets
         self._last_send = 0.0
         self._client_gone = False
@@ -233,6 +232,77 @@ class SSEResponse(Response):
                 message.cancel()
 
 
+class Unsent(Response):
+    """What a client that went away gets: nothing; the request ends as `client_closed` (499)."""
+
+    def __init__(self, ctx: RequestContext) -> None:
+        super().__init__()
+        self._ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._ctx.status = CLIENT_CLOSED
+        self._ctx.error_code = "client_closed"
+
+
+class ClientGone(Exception):
+    """The client disconnected while llm_api waited for the provider; `result` is the answer
+    when it came all the same (a library below swallowed the cancellation), else None."""
+
+    def __init__(self, result: Any = None) -> None:
+        super().__init__()
+        self.result = result
+
+
+async def unless_client_leaves(request: Request, call: Awaitable[T]) -> T:
+    """Await `call` (a provider's whole answer, or a stream's first bytes) unless the client
+    disconnects first: then `call` is cancelled where it waits, which closes the provider's
+    connection (no tokens generated for nobody), and ClientGone is raised.
+
+    The body has been read whole, so the next ASGI message can only be `http.disconnect` (and
+    asking for it is what makes uvicorn read the socket again): one watcher task waits for it,
+    cancelled as soon as the answer is there.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await request.receive())["type"] != "http.disconnect":
+            pass  # more body: not for us
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        result = await call
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        raise ClientGone() from None
+    finally:
+        watcher.cancel()
+    if gone:  # the answer came, but a library below swallowed the cancellation
+        task.uncancel()
+        raise ClientGone(result)
+    return result
+
+
+async def answer(
+    request: Request, ctx: RequestContext, call: Awaitable[tuple[bytes, Usage | None]]
+) -> Response:
+    """The provider's whole answer as the response; nothing when the client left meanwhile."""
+    try:
+        data, usage = await unless_client_leaves(request, call)
+    except ClientGone as gone:
+        if gone.result is not None:
+            _set_usage(ctx, gone.result[1])
+        return Unsent(ctx)
+    _set_usage(ctx, usage)
+    return Response(data, media_type="application/json")
+
+
 def build_routes() -> APIRouter:
     # Plain Starlette routes taking the raw Request: the body is forwarded as sent (see
     # validation.py), and skipping FastAPI's dependency solving and body models keeps the
@@ -255,15 +325,20 @@ def build_routes() -> APIRouter:
             async def open_stream(backend: Backend, dep: Any) -> Stream:
                 return await backend.open_stream(dep, body, include_usage)
 
-            stream = await gw.router.execute(model, ctx, open_stream)
-            return SSEResponse(stream, ctx, gw.heartbeat, request.app.state.metrics, gw.secrets)
+            try:
+                stream = await unless_client_leaves(
+                    request, gw.router.execute(model, ctx, open_stream)
+                )
+            except ClientGone as gone:
+                if gone.result is not None:
+                    await gone.result.aclose()
+                return Unsent(ctx)
+            return SSEResponse(stream, ctx, gw.heartbeat, gw.secrets)
 
         async def chat(backend: Backend, dep: Any) -> tuple[bytes, Usage | None]:
             return await backend.chat(dep, body)
 
-        data, usage = await gw.router.execute(model, ctx, chat)
-        _set_usage(ctx, usage)
-        return Response(data, media_type="application/json")
+        return await answer(request, ctx, gw.router.execute(model, ctx, chat))
 
     async def embeddings(request: Request) -> Response:
         ctx = _ctx(request)
@@ -278,9 +353,7 @@ def build_routes() -> APIRouter:
         async def embed(backend: Backend, dep: Any) -> tuple[bytes, Usage | None]:
             return await backend.embeddings(dep, body)
 
-        data, usage = await gw.router.execute(model, ctx, embed)
-        _set_usage(ctx, usage)
-        return Response(data, media_type="application/json")
+        return await answer(request, ctx, gw.router.execute(model, ctx, embed))
 
     def model_object(gw: Gateway, name: str) -> dict[str, object]:
         return {"id": name, "object": "model", "created": gw.created, "owned_by": "ai-gateway"}
@@ -471,9 +544,11 @@ class GatewayMiddleware:
             ctx.cost = self.prices.cost(ctx.deployment, ctx.tokens_in or 0, ctx.tokens_out or 0)
         self.metrics.finish(ctx, model or "", latency)
         if ctx.reservation is not None and gw is not None:
-            # A stream the client left was answered in part: the provider generated (and bills)
-            # tokens, so its reservation is settled like a served answer's, not released.
-            answered = served or (ctx.stream and ctx.status == CLIENT_CLOSED)
+            # A request the client left (a stream in its middle, or while the provider was
+            # answering) may have had tokens generated and billed: its reservation is settled like
+            # a served answer's (to the provider's usage when it came, else kept whole), never
+            # released.
+            answered = served or ctx.status == CLIENT_CLOSED
             reported = ctx.usage_reported
             gw.quotas.settle(
                 ctx.reservation,

@@ -110,6 +110,11 @@ class Router:
                         result = await op(self._backends[dep.transport], dep)
                 except TimeoutError:
                     raise UpstreamError(Kind.TIMEOUT) from None
+            except asyncio.CancelledError:  # the client went away (or the service stops)
+                elapsed = time.perf_counter() - start
+                ctx.upstream_seconds += elapsed
+                self._metrics.upstream(dep, "cancelled", elapsed)
+                raise
             except UpstreamError as exc:
                 elapsed = time.perf_counter() - start
                 ctx.upstream_seconds += elapsed
