@@ -373,7 +373,7 @@ async def test_settlements_survive_a_lost_script_cache(redis_up: RedisServer) ->
         redis_up.client().script_flush()
         for res in reservations:
             quotas.settle(res, MODEL, True, 5, 3, None)
-        await asyncio.wait(list(quotas._tasks), timeout=10)
+        await asyncio.wait_for(quotas.drain(), 10)
         assert used(redis_up, "c-lost") == 3 * 8
         assert quotas.misses.labels("settle")._value.get() == 0
     finally:

@@ -10,11 +10,18 @@ so replicas with skewed clocks still share one window.
 
 The same settlement adds the real usage to per-day totals in Redis (`llm-api usage` prints them)
 and to Prometheus counters, with the cost from LiteLLM's local cost map (`pricing.py`).
+
+Redis is spoken to through `resp.LeanRedis` (one pipelined connection, the script preloaded,
+EVALSHA): the reservation is the only round trip a request waits for. The settlement is queued
+once the response has been sent, and goes out with the next request's reservation (in the same
+write) or within `SETTLE_DELAY`, whichever comes first; a callback handles its reply. That delay
+only postpones returning unused tokens (or charging tokens beyond the estimate) by milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -23,12 +30,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
-from redis.exceptions import NoScriptError, RedisError
 
 from llm_api.config import Config, QuotaConfig
 from llm_api.errors import ApiError
+from llm_api.resp import LeanRedis, ReplyError
 from llm_api.tokens import TokenCounter
 
 log = logging.getLogger("llm_api.quotas")
@@ -37,6 +43,8 @@ MINUTE_MS, DAY_MS = 60_000, 86_400_000
 # After a Redis failure, requests skip Redis for this long (no per-request connect timeouts
 # while it is down); then the next request tries again, so counting resumes by itself.
 BACKOFF_SECONDS = 1.0
+# The longest a settlement waits for a reservation to travel with (see above).
+SETTLE_DELAY = 0.02
 
 # KEYS[1]: the consumer's quota key prefix; KEYS[2]: its usage key prefix (a day is appended).
 # reserve: ARGV = 'reserve', amount, minute limit, day limit (0 = none)
@@ -162,12 +170,11 @@ class Quotas:
         self.config: QuotaConfig | None = config.quotas
         self.counter = TokenCounter()
         self._labels = frozenset(config.consumers)
-        self.redis: aioredis.Redis | None = None
-        self._script: Any = None
+        self.redis: LeanRedis | None = None
+        self._sha = LeanRedis.script_sha(SCRIPT)
         self._down_until = 0.0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._pending: list[list[Any]] = []
-        self._flushing = False
+        self._tasks: set[asyncio.Future[Any]] = set()
+        """Settlements under way (their replies not yet handled)."""
         self.misses = Counter(
             "llm_api_quota_misses",
             "Requests served without a quota check or accounting because Redis failed "
@@ -203,21 +210,37 @@ class Quotas:
         if self.config is None:
             return
         await self.counter.load()
-        self.redis = aioredis.Redis.from_url(
-            self.config.redis_url,
-            socket_timeout=self.config.redis_timeout,
-            socket_connect_timeout=self.config.redis_timeout,
-            retry=None,
-            health_check_interval=0,
-            max_connections=256,
+        self.redis = LeanRedis(
+            self.config.redis_url, self.config.redis_timeout, (SCRIPT,), SETTLE_DELAY
         )
-        self._script = self.redis.register_script(SCRIPT)
+        try:  # connected (and the script loaded) before the first request, when Redis is up
+            await self.redis.connect()
+        except (ReplyError, OSError):
+            self._redis_failed("connect")
+
+    async def drain(self) -> None:
+        """Wait until every settlement under way has been answered (or has failed)."""
+        while self._tasks:
+            if self.redis is not None:
+                self.redis.flush()
+            await asyncio.wait(list(self._tasks))
 
     async def stop(self) -> None:
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.drain(), 5)
         if self.redis is not None:
             await self.redis.aclose()
+
+    async def _eval(self, keys_args: list[Any]) -> Any:
+        """Run the script (EVALSHA; EVAL when Redis lost its script cache, e.g. SCRIPT FLUSH)."""
+        assert self.redis is not None
+        try:
+            return await self.redis.call("EVALSHA", self._sha, 2, *keys_args)
+        except ReplyError as exc:
+            if not exc.noscript:
+                raise
+            return await self.redis.call("EVAL", SCRIPT, 2, *keys_args)
 
     def _keys(self, consumer: str) -> list[str]:
         assert self.config is not None
@@ -266,10 +289,8 @@ class Quotas:
         try:
             if not self._redis_ok():
                 raise ConnectionError("redis backing off")
-            out = await self._script(
-                keys=self._keys(consumer), args=["reserve", res.amount, tpm, tpd]
-            )
-        except (RedisError, OSError):
+            out = await self._eval([*self._keys(consumer), "reserve", res.amount, tpm, tpd])
+        except (ReplyError, OSError):
             self._redis_failed("reserve")
             if cfg.on_redis_error == "deny":
                 raise QuotaUnavailable() from None
@@ -332,49 +353,41 @@ class Quotas:
         account = served and known
         if not account and (delta == 0 or not (res.limited_minute or res.limited_day)):
             return
-        self._pending.append(self._settle_args(res, model, delta, account, tin, tout, cost))
-        if not self._flushing:  # one flusher at a time; it takes whatever piled up meanwhile
-            self._flushing = True
-            task = asyncio.create_task(self._flush())
+        keys_args = self._settle_args(res, model, delta, account, tin, tout, cost)
+        redis = self.redis
+        if redis is None or not self._redis_ok():
+            self._settle_failed()
+        elif redis.connected:  # queued; its reply handled by a callback: no task, no wait
+            self._track(redis.defer("EVALSHA", self._sha, 2, *keys_args), keys_args, True)
+        else:
+            task = asyncio.ensure_future(self._settle_connecting(keys_args))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _flush(self) -> None:
-        """Send the pending settlements, several per round trip (a pipeline of EVALSHA):
-        under load this divides the client's per-command cost."""
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    if not self._redis_ok() or self.redis is None:
-                        raise ConnectionError("redis backing off")
-                    await self._send(batch)
-                except (RedisError, OSError):
-                    self._redis_failed("settle")
-                    self.misses.labels("settle").inc(len(batch))
-        finally:
-            self._flushing = False  # no await since the last check: nothing can slip in between
+    def _track(self, fut: asyncio.Future[Any], keys_args: list[Any], retry: bool) -> None:
+        self._tasks.add(fut)
+        fut.add_done_callback(lambda done: self._settled(done, keys_args, retry))
 
-    async def _send(self, batch: list[list[Any]]) -> None:
-        assert self.redis is not None
-        for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            for keys_args in batch:
-                pipe.evalsha(self._script.sha, 2, *keys_args)
-            results = await pipe.execute(raise_on_error=False)
-            missing = [
-                b for b, r in zip(batch, results, strict=True) if isinstance(r, NoScriptError)
-            ]
-            failed = [
-                r for r in results if isinstance(r, Exception) and not isinstance(r, NoScriptError)
-            ]
-            if failed:
-                raise failed[0]
-            if not missing or attempt == 2:
-                return
-            # Redis lost its script cache (a restart): load the script once, send those again.
-            await self.redis.script_load(SCRIPT)
-            batch = missing
+    def _settled(self, fut: asyncio.Future[Any], keys_args: list[Any], retry: bool) -> None:
+        exc = ConnectionError("cancelled") if fut.cancelled() else fut.exception()
+        redis = self.redis
+        if isinstance(exc, ReplyError) and exc.noscript and retry and redis and redis.connected:
+            # Redis lost its script cache: this settlement goes again with the script itself.
+            self._track(redis.send("EVAL", SCRIPT, 2, *keys_args), keys_args, False)
+            exc = None
+        if exc is not None:
+            self._settle_failed()
+        self._tasks.discard(fut)
+
+    async def _settle_connecting(self, keys_args: list[Any]) -> None:
+        try:
+            await self._eval(keys_args)
+        except (ReplyError, OSError):
+            self._settle_failed()
+
+    def _settle_failed(self) -> None:
+        self._redis_failed("settle")
+        self.misses.labels("settle").inc()
 
     def _settle_args(
         self,

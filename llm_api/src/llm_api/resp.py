@@ -1,0 +1,329 @@
+"""A lean Redis client for the quotas' hot path: one connection, pipelined commands, RESP2.
+
+Every quota-checked request makes two Redis calls (reserve, then settle). redis-py's asyncio
+client spends most of its time around the round trip rather than in it: its stream
+reader/writer, a pool lock, one timeout context per read and its pure-Python parser cost
+~350 µs of CPU per command on the benchmark's machine, against ~25 µs for a bare PING over an
+asyncio protocol on uvloop (bench/RESULTS.md, 2026-12-02). This client is the bare protocol:
+
+- one connection per process, opened on first use (again after a failure), with AUTH, SELECT and
+  the scripts loaded (SCRIPT LOAD) before any command; commands from concurrent requests are
+  pipelined on it and their replies matched in order;
+- `send` writes a command (at the end of the event loop's iteration, in one write with the
+  other commands of that iteration) and returns the future of its reply, which its caller awaits;
+  `defer` queues a command whose reply nobody waits for (a settlement; a callback handles it)
+  and writes it with the next `send`, or after `flush_after` seconds when no command goes out
+  meanwhile: one write and one wake-up carry both, where two round trips per request cost two
+  wake-ups of the process (each of them dearer than the command itself on a loaded host);
+- one watchdog timer per connection, armed only while replies are outstanding: a reply older
+  than `timeout` fails the connection (and every pending command, with TimeoutError), so a stuck
+  Redis costs at most `timeout` and no per-command timer runs.
+
+Connection failures raise OSError (ConnectionError, TimeoutError); Redis's error replies raise
+ReplyError. The `llm-api usage` command, off the hot path, keeps using redis-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import ssl
+from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
+Reply = int | bytes | None | list[Any]
+
+
+class ReplyError(Exception):
+    """An error reply from Redis (`-ERR ...`, `-NOSCRIPT ...`)."""
+
+    @property
+    def noscript(self) -> bool:
+        return str(self).startswith("NOSCRIPT")
+
+
+def encode(args: tuple[Any, ...]) -> bytes:
+    """A command as a RESP array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class _Incomplete(Exception):
+    pass
+
+
+def _parse(buf: bytearray, pos: int) -> tuple[Reply | ReplyError, int]:
+    """One reply from `buf` at `pos`: (reply, position after it); _Incomplete when it is not
+    all there yet."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        raise _Incomplete
+    kind, line = buf[pos], bytes(buf[pos + 1 : end])
+    pos = end + 2
+    if kind == 0x3A:  # ':' integer
+        return int(line), pos
+    if kind == 0x2B:  # '+' simple string
+        return line, pos
+    if kind == 0x2D:  # '-' error
+        return ReplyError(line.decode(errors="replace")), pos
+    if kind == 0x24:  # '$' bulk string
+        size = int(line)
+        if size < 0:
+            return None, pos
+        if len(buf) < pos + size + 2:
+            raise _Incomplete
+        return bytes(buf[pos : pos + size]), pos + size + 2
+    if kind == 0x2A:  # '*' array
+        count = int(line)
+        if count < 0:
+            return None, pos
+        items: list[Any] = []
+        for _ in range(count):
+            item, pos = _parse(buf, pos)
+            items.append(item)
+        return items, pos
+    raise ValueError(f"unexpected RESP reply type {chr(kind)!r}")
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, client: LeanRedis) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        # (future of the reply, loop time it was sent)
+        self.pending: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.deferred: list[bytes] = []
+        self.deferred_futures: list[asyncio.Future[Any]] = []
+        self.flush_timer: asyncio.TimerHandle | None = None
+        self.out: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        pos = 0
+        try:
+            while pos < len(self.buf) and self.pending:
+                reply, pos = _parse(self.buf, pos)
+                fut, _ = self.pending.popleft()
+                if not fut.done():
+                    if isinstance(reply, ReplyError):
+                        fut.set_exception(reply)
+                    else:
+                        fut.set_result(reply)
+        except _Incomplete:
+            pass
+        except ValueError as exc:
+            self.fail(ConnectionError(f"broken reply from Redis: {exc}"))
+            return
+        del self.buf[:pos]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(ConnectionError("the connection to Redis was lost"))
+
+    def fail(self, exc: OSError) -> None:
+        """Close the connection; every pending command fails with `exc`."""
+        if not self.closed:
+            self.closed = True
+            self.client._lost(self)
+            if self.transport is not None:
+                self.transport.abort()
+        for timer in (self.watchdog, self.flush_timer):
+            if timer is not None:
+                timer.cancel()
+        self.watchdog = self.flush_timer = None
+        failed = [f for f, _ in self.pending] + self.deferred_futures
+        self.pending.clear()
+        self.deferred, self.deferred_futures, self.out = [], [], []
+        for fut in failed:
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def send(self, data: bytes, count: int) -> list[asyncio.Future[Any]]:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        futures = [loop.create_future() for _ in range(count)]
+        if self.deferred:
+            data = b"".join(self.deferred) + data
+            futures = self._take_deferred() + futures
+        self.pending.extend((f, now) for f in futures)
+        if not self.out:
+            loop.call_soon(self._write_out)
+        self.out.append(data)
+        if self.watchdog is None:
+            self.watchdog = loop.call_at(now + self.client.timeout, self._check)
+        return futures[len(futures) - count :]
+
+    def _write_out(self) -> None:
+        # Commands of one loop iteration (concurrent requests' reservations) in one write.
+        data, self.out = b"".join(self.out), []
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def defer(self, data: bytes) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.deferred.append(data)
+        self.deferred_futures.append(fut)
+        if self.flush_timer is None:
+            self.flush_timer = loop.call_later(self.client.flush_after, self.flush)
+        return fut
+
+    def _take_deferred(self) -> list[asyncio.Future[Any]]:
+        futures = self.deferred_futures
+        self.deferred, self.deferred_futures = [], []
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+            self.flush_timer = None
+        return futures
+
+    def flush(self) -> None:
+        """Write the deferred commands now."""
+        self.flush_timer = None
+        if self.deferred and not self.closed:
+            self.send(b"", 0)
+
+    def _check(self) -> None:
+        self.watchdog = None
+        if not self.pending:
+            return
+        oldest = self.pending[0][1]
+        loop = asyncio.get_running_loop()
+        if loop.time() - oldest >= self.client.timeout:
+            self.fail(TimeoutError("Redis did not answer in time"))
+        else:
+            self.watchdog = loop.call_at(oldest + self.client.timeout, self._check)
+
+
+class LeanRedis:
+    """One pipelined connection to the Redis of `url` (redis://, rediss://, unix://).
+
+    `scripts`: Lua scripts loaded on every new connection; `script_sha(script)` names them for
+    EVALSHA.
+    """
+
+    def __init__(
+        self, url: str, timeout: float, scripts: tuple[str, ...] = (), flush_after: float = 0.02
+    ) -> None:
+        self.timeout = timeout
+        self.flush_after = flush_after
+        self.scripts = scripts
+        self._url = url
+        self._conn: _Protocol | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
+
+    @staticmethod
+    def script_sha(script: str) -> str:
+        return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def send(self, *args: Any) -> asyncio.Future[Any]:
+        """Write one command now; the future of its reply. Only while `connected`."""
+        assert self._conn is not None
+        return self._conn.send(encode(args), 1)[0]
+
+    def defer(self, *args: Any) -> asyncio.Future[Any]:
+        """Queue one command, written with the next `send` or within `flush_after` seconds; the
+        future of its reply. Only while `connected`."""
+        assert self._conn is not None
+        return self._conn.defer(encode(args))
+
+    def flush(self) -> None:
+        """Write the deferred commands now."""
+        if self._conn is not None:
+            self._conn.flush()
+
+    async def call(self, *args: Any) -> Any:
+        """Run one command (connecting first when needed); its reply."""
+        conn = self._conn or await self._connect()
+        return await conn.send(encode(args), 1)[0]
+
+    async def connect(self) -> None:
+        if self._conn is None:
+            await self._connect()
+
+    async def _connect(self) -> _Protocol:
+        # Concurrent callers share one attempt.
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._open())
+        connecting = self._connecting
+        try:
+            return await asyncio.shield(connecting)
+        finally:
+            if connecting.done() and self._connecting is connecting:
+                self._connecting = None
+
+    async def _open(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        parts = urlsplit(self._url)
+        query = parse_qs(parts.query)
+        password = unquote(parts.password) if parts.password else None
+        if password is None and query.get("password"):
+            password = query["password"][0]
+        username = unquote(parts.username) if parts.username else None
+        db = (query.get("db") or [""])[0]
+
+        def factory() -> _Protocol:
+            return _Protocol(self)
+
+        conn: _Protocol | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                if parts.scheme == "unix":
+                    _, conn = await loop.create_unix_connection(factory, parts.path)
+                else:
+                    db = db or parts.path.strip("/")
+                    context = ssl.create_default_context() if parts.scheme == "rediss" else None
+                    _, conn = await loop.create_connection(
+                        factory, parts.hostname or "", parts.port or 6379, ssl=context
+                    )
+                await self._set_up(conn, username, password, db)
+        except BaseException:
+            if conn is not None:
+                conn.fail(ConnectionError("the connection to Redis could not be set up"))
+            raise
+        if conn.closed:
+            raise ConnectionError("the connection to Redis was lost")
+        self._conn = conn
+        return conn
+
+    async def _set_up(
+        self, conn: _Protocol, username: str | None, password: str | None, db: str
+    ) -> None:
+        """AUTH, SELECT and SCRIPT LOAD in one round trip; ConnectionError when one fails."""
+        setup: list[tuple[Any, ...]] = []
+        if password is not None:
+            setup.append(("AUTH", username, password) if username else ("AUTH", password))
+        if db and db != "0":
+            setup.append(("SELECT", db))
+        setup += [("SCRIPT", "LOAD", script) for script in self.scripts]
+        if not setup:
+            return
+        data = b"".join(encode(cmd) for cmd in setup)
+        replies = await asyncio.gather(*conn.send(data, len(setup)), return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, OSError):
+                raise reply
+            if isinstance(reply, BaseException):  # its text is Redis's; it holds no secret
+                raise ConnectionError(f"Redis refused the connection's set-up: {reply}")
+
+    def _lost(self, conn: _Protocol) -> None:
+        if self._conn is conn:
+            self._conn = None
+
+    async def aclose(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.fail(ConnectionError("the client was closed"))
