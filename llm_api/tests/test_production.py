@@ -108,10 +108,12 @@ async def test_client_disconnect_stops_the_provider_stream(
         assert 'status="499"' in metrics
 
 
-async def post_and_leave(gw: Gateway, body: dict[str, Any], request_id: str, provider: Any) -> int:
-    """POST `body` on a raw connection, wait until the provider is answering it (a slow
-    non-streamed answer), then close the connection: the client goes away. Returns how many
-    steps the provider had done when the client closed."""
+async def post_and_leave(
+    gw: Gateway, body: dict[str, Any], request_id: str, provider: Any, steps: int = 1
+) -> int:
+    """POST `body` on a raw connection, wait until the provider is answering it (`steps` done
+    of a slow answer; 0: the request has arrived), then close the connection: the client goes
+    away. Returns how many steps the provider had done when the client closed."""
     host, port = gw.url.removeprefix("http://").split(":")
     _reader, writer = await asyncio.open_connection(host, int(port))
     data = json.dumps(body).encode()
@@ -122,7 +124,7 @@ async def post_and_leave(gw: Gateway, body: dict[str, Any], request_id: str, pro
     )
     writer.write(head.encode() + data)
     await writer.drain()
-    started = await wait_for(lambda: [s for s in provider.streams() if s["sent"] >= 1])
+    started = await wait_for(lambda: [s for s in provider.streams() if s["sent"] >= steps])
     assert started, "the provider never started answering"
     (record,) = provider.streams()
     writer.close()
@@ -170,6 +172,23 @@ async def test_client_disconnect_cancels_a_plain_request(
         metrics = await gw.metrics()
         assert 'status="499"' in metrics
         assert 'outcome="cancelled"' in metrics
+
+
+async def test_client_disconnect_before_a_streams_first_byte(
+    provider: FakeProvider, logs: LogLines
+) -> None:
+    # The provider sends nothing (not even headers) for 20 s: llm_api waits in open_stream.
+    model = "native-stall-gone"
+    provider.control("ok", stall_seconds=20)
+    async with serve(config(deployment("native", model, provider.url, timeout=30))) as gw:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        await post_and_leave(gw, body, "gone-before-stream", provider, steps=0)
+        gone = await wait_for(lambda: [s for s in provider.streams() if s["client_gone"]])
+        assert gone, provider.streams()
+        assert not gone[0]["completed"]
+        line = await logs.for_request("gone-before-stream")
+        assert line["status"] == 499
+        assert line["error"] == "client_closed"
 
 
 # --- heartbeats and provider keep-alives --------------------------------------------------

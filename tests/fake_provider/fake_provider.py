@@ -25,9 +25,10 @@ Endpoints:
                               its "ping" event; 0: none)
   GET  /__requests            the recent requests' method, path, headers and JSON body
                               (DELETE clears)
-  GET  /__streams             the recent paced streams (chunk_delay or a gap) and slow
-                              answers (plain_delay, "stream": false): model, events sent (for
-                              a slow answer: steps done) and in all, "client_gone" when the
+  GET  /__streams             the recent paced streams (chunk_delay or a gap), slow answers
+                              (plain_delay, "stream": false) and stalled requests ("stalled":
+                              true): model, events sent (for a slow answer: steps done) and
+                              in all, "client_gone" when the
                               client closed the connection before the end, and
                               "gone_after_events" (DELETE clears)
   GET  /__stats               request counts by path and by outcome
@@ -600,7 +601,17 @@ class HttpProtocol(asyncio.Protocol):
         return result
 
     async def stalled(self, path, payload, model, anthropic):
-        await asyncio.sleep(self.state.stall_seconds)
+        """Answer after stall_seconds (not a byte before); recorded in /__streams with
+        "stalled": true, and "client_gone" when the client left while it waited."""
+        record = {"model": model, "stream": bool(payload.get("stream")), "stalled": True}
+        record |= {"events": 0, "sent": 0, "client_gone": False, "completed": False}
+        self.state.streams.append(record)
+        self.stream_record = record
+        try:
+            await asyncio.sleep(self.state.stall_seconds)
+            record["completed"] = True
+        finally:
+            self.stream_record = None
         return self.answer(path, payload, model, anthropic)
 
     async def slow(self, result: tuple, model: str) -> tuple | None:
