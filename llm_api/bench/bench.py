@@ -426,7 +426,8 @@ def quota_report(results: list[dict[str, Any]]) -> None:
     cpu = mean("quotas_on", 10, "cpu_ms_per_req") - mean("quotas_off", 10, "cpu_ms_per_req")
     print(
         f"\nquotas on vs off (mean of 2 rounds): p50 added at c=1 {added:+.2f} ms "
-        f"(target <= 0.3 ms); throughput at c=10 {ratio:.2f}x (target >= 0.7); "
+        f"(target <= 0.3 ms: {'met' if added <= 0.3 else 'MISSED'}); throughput at c=10 "
+        f"{ratio:.2f}x (target >= 0.7: {'met' if ratio >= 0.7 else 'MISSED'}); "
         f"CPU per request {cpu:+.3f} ms"
     )
 
