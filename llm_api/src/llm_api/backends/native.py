@@ -8,7 +8,6 @@ path forwards the request with the deployment's model and key, and returns the p
 
 from __future__ import annotations
 
-import asyncio
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -268,8 +267,3 @@ class NativeBackend:
         payload.update(stream=True, stream_options={**options, "include_usage": True})
         resp = await self._post(dep, "/chat/completions", payload, stream=True)
         return NativeStream(resp, include_usage)
-
-
-async def close_session(session: aiohttp.ClientSession) -> None:
-    await session.close()
-    await asyncio.sleep(0)  # let aiohttp's connector finish closing its transports
