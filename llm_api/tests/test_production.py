@@ -340,9 +340,13 @@ async def _run(router: Router, monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    monkeypatch.setattr("llm_api.router.asyncio.sleep", sleep)
     ctx = RequestContext("rid", "c", None, "/v1/chat/completions")
-    await router.execute("m", ctx, lambda backend, dep: backend.chat(dep, {}))
+    # asyncio.sleep is the asyncio module's own: patched only while the router runs (it does not
+    # yield to the loop meanwhile). Left patched until the test's teardown, it turned the
+    # session's uvicorn servers' `await asyncio.sleep(0.1)` ticks into a loop that never yields.
+    with monkeypatch.context() as patch:
+        patch.setattr("llm_api.router.asyncio.sleep", sleep)
+        await router.execute("m", ctx, lambda backend, dep: backend.chat(dep, {}))
     return waits
 
 

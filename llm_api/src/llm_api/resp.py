@@ -196,10 +196,12 @@ class _Protocol(asyncio.Protocol):
             return
         oldest = self.pending[0][1]
         loop = asyncio.get_running_loop()
-        if loop.time() - oldest >= self.client.timeout:
+        now = loop.time()
+        if now - oldest >= self.client.timeout:
             self.fail(TimeoutError("Redis did not answer in time"))
-        else:
-            self.watchdog = loop.call_at(oldest + self.client.timeout, self._check)
+        else:  # timers may fire a clock tick early: never re-armed for "now"
+            when = max(oldest + self.client.timeout, now + 0.001)
+            self.watchdog = loop.call_at(when, self._check)
 
 
 class LeanRedis:
