@@ -15,8 +15,8 @@ start=$(date +%s)
 run() {
   scripts/build-artifacts.sh &&
     scripts/lanes.sh \
-      "units=make --no-print-directory lint test-readme test-llm-api test-kongsim test-collection test-playbooks" \
-      "roles=scripts/test-molecule.sh kong llm_api kong_gateway" &&
+      "units=make --no-print-directory lint test-readme test-llm-api test-kongsim test-collection" \
+      "roles=make --no-print-directory test-playbooks && scripts/test-molecule.sh kong llm_api kong_gateway" &&
     scripts/lanes.sh \
       "default=scripts/test-readme-containers.sh" \
       "dbless=scripts/test-molecule.sh dbless"
