@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: every suite, as CI runs it, in two lanes on the two cores. Molecule is mostly
-# waiting on its containers, so the role scenarios run beside the lint and unit/integration
-# suites; the two end-to-end scenarios then run side by side, once all of those have passed:
+# waiting on its containers, so the role scenarios (after the playbook checks and the simulator's
+# suite) run beside lint and the llm_api and collection suites, which keep a core busy; the two
+# end-to-end scenarios then run side by side, once all of those have passed:
 # `default` as the README's container quick start, run as written
 # (scripts/test-readme-containers.sh).
 # Ends with one summary line over every suite's report (build/test-results).
@@ -15,8 +16,8 @@ start=$(date +%s)
 run() {
   scripts/build-artifacts.sh &&
     scripts/lanes.sh \
-      "units=make --no-print-directory lint test-readme test-llm-api test-kongsim test-collection test-playbooks" \
-      "roles=scripts/test-molecule.sh kong llm_api kong_gateway" &&
+      "units=make --no-print-directory lint test-readme test-llm-api test-collection" \
+      "roles=make --no-print-directory test-playbooks test-kongsim && scripts/test-molecule.sh kong llm_api kong_gateway" &&
     scripts/lanes.sh \
       "default=scripts/test-readme-containers.sh" \
       "dbless=scripts/test-molecule.sh dbless"

@@ -38,6 +38,8 @@ from llm_api.errors import Kind, UpstreamError
 from llm_api.observability import Metrics, RequestContext
 from llm_api.router import Router
 
+from llm_api import router as router_module
+
 ROUTER = {"num_retries": 0, "timeout": 10}
 LEAK_KEY = "sk-proj-LeakedKey0123456789abcdefXYZ"
 STREAM_EVENTS = 23  # the fake provider's OpenAI stream: role, 20 words, finish, [DONE]
@@ -334,19 +336,29 @@ def _router(backend: FlakyBackend, **settings: Any) -> Router:
     return Router(cfg, {"native": backend}, Metrics())  # type: ignore[dict-item]
 
 
+class _RouterAsyncio:
+    """asyncio as llm_api.router alone sees it: sleep records the wait instead of waiting.
+
+    Patching asyncio.sleep itself would reach every task on the session's loop: a server's main
+    loop that wakes during the test would spin on the no-op sleep and never yield again.
+    """
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
 async def _run(router: Router, monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-
+    fake = _RouterAsyncio()
+    monkeypatch.setattr(router_module, "asyncio", fake)
+    waits = fake.waits
     ctx = RequestContext("rid", "c", None, "/v1/chat/completions")
-    # asyncio.sleep is the asyncio module's own: patched only while the router runs (it does not
-    # yield to the loop meanwhile). Left patched until the test's teardown, it turned the
-    # session's uvicorn servers' `await asyncio.sleep(0.1)` ticks into a loop that never yields.
-    with monkeypatch.context() as patch:
-        patch.setattr("llm_api.router.asyncio.sleep", sleep)
-        await router.execute("m", ctx, lambda backend, dep: backend.chat(dep, {}))
+    await router.execute("m", ctx, lambda backend, dep: backend.chat(dep, {}))
     return waits
 
 
