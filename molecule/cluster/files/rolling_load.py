@@ -13,7 +13,8 @@ a 200 stream without its end is counted as truncated.
 
 The key comes from the environment (AI_GATEWAY_KEY). Stops when the stop file appears or after
 --max-seconds, waits for the requests in flight, and prints one JSON object: sent, succeeded,
-failed, truncated, streams, seconds, rate and the first errors.
+failed, truncated, streams, seconds, rate, stopped_by ("stop-file" or "max-seconds") and the
+first errors.
 """
 
 from __future__ import annotations
@@ -124,9 +125,13 @@ def main() -> None:
 
     start = time.monotonic()
     sent = 0
+    stopped_by = "max-seconds"
     with concurrent.futures.ThreadPoolExecutor(max_workers=96) as pool:
         futures = []
-        while not os.path.exists(args.stop_file) and time.monotonic() - start < args.max_seconds:
+        while time.monotonic() - start < args.max_seconds:
+            if os.path.exists(args.stop_file):
+                stopped_by = "stop-file"
+                break
             due = start + sent / args.rate
             delay = due - time.monotonic()
             if delay > 0:
@@ -159,6 +164,7 @@ def main() -> None:
                 "streams": counts["streams"],
                 "seconds": round(elapsed, 1),
                 "rate": round(sent / elapsed, 1) if elapsed else 0.0,
+                "stopped_by": stopped_by,
                 "by_gateway": dict(per_gateway),
                 "errors": errors[:10],
             }
