@@ -7,13 +7,12 @@ variable to fix, and no task may have run in a later play.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pathlib
 import subprocess
 import sys
-
-import datetime
 
 import pytest
 from cryptography import x509
@@ -42,7 +41,7 @@ def inventory(llm_hosts: dict, gateway_vars: dict | None = None) -> dict:
 def pem_pair(name: str, days: tuple[int, int] = (-1, 30)) -> tuple[str, str]:
     """A self-signed certificate for `name` valid from now+days[0] to now+days[1], and its key."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     cert = (
         x509.CertificateBuilder()
