@@ -98,7 +98,7 @@ def main() -> int:
             "kong_gateway_route_paths": ["/llm/v1", CHANGED_PATH],
         }
     )
-    gateway_url = os.environ.get("LEAK_SCAN_GATEWAY_URL", "http://127.0.0.1:38000") + "/llm/v1"
+    gateway_url = os.environ.get("LEAK_SCAN_GATEWAY_URL", "https://localhost:38443") + "/llm/v1"
     failing = [
         # (name, playbook, extra args, what the failure must say)
         (

@@ -7,6 +7,7 @@ variable to fix, and no task may have run in a later play.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pathlib
@@ -14,6 +15,10 @@ import subprocess
 import sys
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FIRST_PLAY = "Check the inventory before anything changes"
@@ -31,6 +36,39 @@ def inventory(llm_hosts: dict, gateway_vars: dict | None = None) -> dict:
             },
         }
     }
+
+
+def pem_pair(name: str, days: tuple[int, int] = (-1, 30)) -> tuple[str, str]:
+    """A self-signed certificate for `name` valid from now+days[0] to now+days[1], and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + datetime.timedelta(days=days[0]))
+        .not_valid_after(now + datetime.timedelta(days=days[1]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+
+
+GW_CERT, GW_KEY = pem_pair("gw1")
+OTHER_CERT, OTHER_KEY = pem_pair("other.example")
+OLD_CERT, OLD_KEY = pem_pair("gw1", days=(-60, -1))
+
+
+def tls(**gateway_vars: str) -> dict:
+    return inventory(GOOD_LLM, gateway_vars)
 
 
 CASES = {
@@ -53,6 +91,38 @@ CASES = {
     "a target without a port (explicit)": (
         inventory(GOOD_LLM, {"kong_gateway_upstream_targets": [{"target": "llm.example"}]}),
         ["kong_gateway_upstream_targets", "not llm.example "],
+    ),
+    "a key that does not match its certificate": (
+        tls(kong_ssl_cert=GW_CERT, kong_ssl_cert_key=OTHER_KEY),
+        ["The key in kong_ssl_cert_key does not match the certificate in kong_ssl_cert"],
+    ),
+    "an expired certificate": (
+        tls(kong_ssl_cert=OLD_CERT, kong_ssl_cert_key=OLD_KEY),
+        ["The certificate in kong_ssl_cert expired on"],
+    ),
+    "a certificate without the host name clients use": (
+        tls(kong_ssl_cert=OTHER_CERT, kong_ssl_cert_key=OTHER_KEY),
+        ["does not cover gw1 from kong_ssl_names", "DNS:other.example"],
+    ),
+    "a certificate without its key": (
+        tls(kong_ssl_cert=GW_CERT),
+        ["give kong_ssl_cert with kong_ssl_cert_key"],
+    ),
+    "a key that is not PEM": (
+        tls(kong_ssl_cert=GW_CERT, kong_ssl_cert_key="not a key"),
+        ["kong_ssl_cert_key is not an unencrypted PEM private key"],
+    ),
+    "a CA file that is not PEM": (
+        tls(
+            kong_ssl_cert=GW_CERT,
+            kong_ssl_cert_key=GW_KEY,
+            kong_ssl_ca_cert_file=str(ROOT / "README.md"),
+        ),
+        ["kong_ssl_ca_cert_file (", "README.md) is not a PEM certificate"],
+    ),
+    "a certificate not issued by the CA given": (
+        tls(kong_ssl_cert=GW_CERT, kong_ssl_cert_key=GW_KEY, kong_ssl_ca_cert=OTHER_CERT),
+        ["The certificate in kong_ssl_cert was not issued by kong_ssl_ca_cert (its issuer"],
     ),
 }
 
@@ -90,3 +160,6 @@ def test_bad_input_fails_first(case: str, tmp_path: pathlib.Path) -> None:
     failure = next(line for line in out.splitlines() if "FAILED!" in line)
     for text in expected:
         assert text in failure, failure
+    # Private keys never reach the output, whatever the failure.
+    for key in (GW_KEY, OTHER_KEY, OLD_KEY):
+        assert key.splitlines()[1] not in out

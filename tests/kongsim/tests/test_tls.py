@@ -11,9 +11,10 @@ import os
 import ssl
 import stat
 import threading
+import time
 import urllib.error
 from collections.abc import Iterator
-from http.client import HTTPConnection
+from http.client import HTTPConnection, HTTPSConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -621,3 +622,47 @@ def test_plain_http_admin_still_answers_with_tls_on(admin: Admin) -> None:
     assert admin.get("/").status == 200
     status = http("GET", f"{admin.node.status_ssl_url}/status/ready")
     assert status.status in (200, 503)
+
+
+def test_reload_serves_a_replaced_certificate_without_dropping_connections(ca: CA) -> None:
+    """``kong reload`` after the certificate files were rewritten (what a configuration tool
+    does): new handshakes get the new certificate, an open keep-alive connection goes on; a
+    broken file makes the reload fail and the certificate being served stays."""
+    old = ca.leaf("proxy.kongsim.test")
+    new = ca.leaf("proxy.kongsim.test")
+    cert_file, key_file = old.files()
+    conf = {"database": "off", "ssl_cert": cert_file, "ssl_cert_key": key_file}
+    with KongNode(conf, tls=True) as node:
+        port = node.proxy_ssl_port
+        assert peer_der("127.0.0.1", port, None) == old.der
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        kept = HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+        kept.request("GET", "/")
+        first = kept.getresponse()
+        first.read()
+        assert first.status == 404
+        for path, text in ((cert_file, new.cert), (key_file, new.key)):
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        assert node.kong("reload").returncode == 0
+        served = old.der
+        for _ in range(200):
+            served = peer_der("127.0.0.1", port, None)
+            if served == new.der:
+                break
+            time.sleep(0.05)
+        assert served == new.der
+        kept.request("GET", "/")
+        again = kept.getresponse()
+        again.read()
+        assert again.status == 404
+        kept.close()
+        # a broken certificate file: `kong reload` refuses it, the node keeps serving
+        with open(cert_file, "w", encoding="utf-8") as fh:
+            fh.write("not a certificate")
+        refused = node.kong("reload")
+        assert refused.returncode != 0
+        assert f"ssl_cert: failed loading certificate from {cert_file}" in refused.stderr
+        assert peer_der("127.0.0.1", port, None) == new.der

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import time
 import uuid
 from typing import Any
@@ -71,6 +72,7 @@ class Node:
         self._event_id = 0
         # The proxy listener's certificates by SNI (certificates and snis entities).
         self.sni_map = tls.SNIMap()
+        self._listener_contexts: dict[str, Any] = {}
 
     # --- Runtime protocol -------------------------------------------------------------------
 
@@ -107,6 +109,7 @@ class Node:
         # every family's certificates before the first listener opens (the Admin API
         # answering means the node is up, TLS ports included)
         contexts = await asyncio.to_thread(self._tls_contexts)
+        self._listener_contexts = contexts
         await self._listen("admin_listeners", AdminAPI(self).app(), contexts)
         await self._listen(
             "status_listeners", self._upstream_status_routes(self.status_app()), contexts
@@ -119,6 +122,18 @@ class Node:
             self._tasks.append(asyncio.ensure_future(self._poll()))
         self.ready = True
         log.info("kongsim %s started (database=%s)", KONG_VERSION, conf.get("database"))
+
+    def _reload_listener_certificates(self) -> None:
+        """nginx re-reads ``ssl_certificate`` files on a reload (new workers): the listeners'
+        contexts load the configured pairs again, so new handshakes get the new certificate
+        while open connections carry on. A pair that fails to load keeps the old one, as a
+        reload with a bad certificate leaves the old workers serving."""
+        for key, context in self._listener_contexts.items():
+            try:
+                for cert, cert_key in tls.listener_certificates(self._conf, key):
+                    context.load_cert_chain(cert, cert_key)
+            except (tls.ConfError, ssl.SSLError, OSError) as exc:
+                log.error("reload: %s certificates not reloaded: %s", key, exc)
 
     def _tls_contexts(self) -> dict[str, Any]:
         """A server context per listener family that has an ``ssl`` entry: its ``ssl_cert``
@@ -218,6 +233,7 @@ class Node:
         }
         self._conf = {**conf, **keep}
         self.dao.enabled_plugins = list(conf["loaded_plugins"])
+        await asyncio.to_thread(self._reload_listener_certificates)
         if self.dbless and (
             conf.get("declarative_config") or conf.get("declarative_config_string")
         ):
