@@ -75,6 +75,24 @@ async def ready(gw: Gateway, seconds: float = 60) -> bool:
 # --- client disconnect --------------------------------------------------------------------
 
 
+async def assert_provider_left(
+    gw: Gateway, provider: FakeProvider, logs: LogLines, rid: str, sent_at_close: int
+) -> dict[str, Any]:
+    """The provider saw its connection closed within a second of the client leaving, and the
+    request is logged and counted as 499 client_closed. Returns its access-log line."""
+    gone = await wait_for(lambda: [s for s in provider.streams() if s["client_gone"]])
+    assert gone, provider.streams()
+    # It did at most 1 s / CHUNK_DELAY steps (stream events or slow-answer steps) after the
+    # client closed, not the rest of the answer.
+    assert gone[0]["gone_after_events"] - sent_at_close <= 1 / CHUNK_DELAY
+    assert gone[0]["gone_after_events"] < gone[0]["events"]
+    line: dict[str, Any] = await logs.for_request(rid)
+    assert line["status"] == 499
+    assert line["error"] == "client_closed"
+    assert 'status="499"' in await gw.metrics()
+    return line
+
+
 @pytest.mark.parametrize("path", PATHS)
 async def test_client_disconnect_stops_the_provider_stream(
     provider: FakeProvider, logs: LogLines, path: str
@@ -96,18 +114,8 @@ async def test_client_disconnect_stops_the_provider_stream(
             async with httpx.AsyncClient() as client:
                 (stream,) = (await client.get(f"{provider.url}/__streams")).json()
             sent_at_close = stream["sent"]
-        gone = await wait_for(lambda: [s for s in provider.streams() if s["client_gone"]])
-        assert gone, provider.streams()
-        # Within one second of the disconnect the provider saw its connection closed: it sent
-        # at most 1 s / CHUNK_DELAY events after the client closed, not the rest of the stream.
-        assert gone[0]["gone_after_events"] - sent_at_close <= 1 / CHUNK_DELAY
-        assert gone[0]["gone_after_events"] < gone[0]["events"]
-        line = await logs.for_request(rid)
-        assert line["status"] == 499
-        assert line["error"] == "client_closed"
+        line = await assert_provider_left(gw, provider, logs, rid, sent_at_close)
         assert line["tokens_out"] is not None
-        metrics = await gw.metrics()
-        assert 'status="499"' in metrics
 
 
 async def post_and_leave(
@@ -161,19 +169,9 @@ async def test_client_disconnect_cancels_a_plain_request(
         body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
         rid = f"gone-plain-{path}"
         sent_at_close = await post_and_leave(gw, body, rid, provider)
-        gone = await wait_for(lambda: [s for s in provider.streams() if s["client_gone"]])
-        assert gone, provider.streams()
-        # Within one second of the disconnect the provider saw its connection closed: it did at
-        # most 1 s / CHUNK_DELAY steps after the client closed, not the rest of the answer.
-        assert gone[0]["gone_after_events"] - sent_at_close <= 1 / CHUNK_DELAY
-        assert gone[0]["gone_after_events"] < gone[0]["events"]
-        line = await logs.for_request(rid)
-        assert line["status"] == 499
-        assert line["error"] == "client_closed"
+        line = await assert_provider_left(gw, provider, logs, rid, sent_at_close)
         assert line["tokens_out"] is None  # nothing was received
-        metrics = await gw.metrics()
-        assert 'status="499"' in metrics
-        assert 'outcome="cancelled"' in metrics
+        assert 'outcome="cancelled"' in await gw.metrics()
 
 
 async def test_client_disconnect_before_a_streams_first_byte(
