@@ -465,6 +465,9 @@ class Replica:
         self.proc.wait(20)
 
 
+TURNS_LIMIT = 100_000  # test_a_request_through_the_other_replica_finds_the_unused_tokens
+
+
 @pytest.fixture
 async def replicas(
     provider: FakeProvider, redis_up: RedisServer, tmp_path: Path
@@ -475,7 +478,10 @@ async def replicas(
     cfg = config(
         provider.url,
         redis_up.url,
-        consumers=[{"name": "team", "tokens_per_minute": limit}],
+        consumers=[
+            {"name": "team", "tokens_per_minute": limit},
+            {"name": "turns", "tokens_per_minute": TURNS_LIMIT},
+        ],
         on_redis_error="deny",
         redis_timeout=10,
     )
@@ -544,3 +550,37 @@ async def test_two_replicas_never_serve_more_than_the_limit(
     assert len(refused) == 50
     assert total <= limit
     assert before >= 0.8 * limit
+
+
+async def test_a_request_through_the_other_replica_finds_the_unused_tokens(
+    replicas: tuple[list[str], int], redis_up: RedisServer
+) -> None:
+    """One client, its requests in turn through each replica: each reservation already sees the
+    previous answer settled to its real usage (the unused part of its reservation returned), so a
+    client near its limit is never refused while the quota still has room."""
+    urls, _ = replicas
+    now = float(redis_up.client().time()[0])
+    if now % 60 > 45:  # inside one minute window
+        await asyncio.sleep(60 - now % 60 + 0.5)
+    payload = {  # the same reservation every time
+        "model": MODEL,
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "alpha beta gamma delta alpha"}],
+    }
+    usage: list[int] = []
+    remaining: list[int] = []
+    async with httpx.AsyncClient(timeout=30) as http:
+        for turn in range(8):
+            resp = await http.post(
+                f"{urls[turn % 2]}/v1/chat/completions", json=payload, headers=who("turns")
+            )
+            assert resp.status_code == 200, resp.text
+            usage.append(resp.json()["usage"]["total_tokens"])
+            remaining.append(int(resp.headers["x-ratelimit-remaining-tokens"]))
+    reservation = TURNS_LIMIT - remaining[0]
+    assert reservation > usage[0]  # the estimate holds back more than the answer used
+    # What each request found: the limit, minus every earlier answer's real usage, minus its
+    # own reservation. A settlement still on its way would show as `reservation - usage` less.
+    expected = [TURNS_LIMIT - sum(usage[:n]) - reservation for n in range(len(usage))]
+    print(f"\nreservation {reservation}, usage {usage}, remaining {remaining}")
+    assert remaining == expected

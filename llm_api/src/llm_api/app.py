@@ -472,6 +472,11 @@ class GatewayMiddleware:
             if message["type"] == "http.response.start":
                 ctx.status = message["status"]
                 message["headers"] = [*message.get("headers", ()), rid_header, *ctx.rate_headers]
+            elif ctx.reservation is not None and not message.get("more_body", False):
+                # The settlement goes to Redis before the answer's last bytes go to the client,
+                # so the client's next request, through any replica, finds the unused tokens
+                # returned instead of being refused while the quota has room.
+                self._settle(ctx)
             await send(message)
 
         try:
@@ -533,31 +538,46 @@ class GatewayMiddleware:
         await send({"type": "http.response.start", "status": err.status, "headers": headers})
         await send({"type": "http.response.body", "body": err.json()})
 
-    def _finish(self, ctx: RequestContext, path: str) -> None:
-        latency = time.perf_counter() - ctx.start
+    def _model_label(self, ctx: RequestContext) -> str | None:
         gw: Gateway | None = getattr(self.fastapi.state, "gateway", None)
         model = ctx.model
         if model is not None and (gw is None or not gw.router.has_model(model)):
             model = "unknown"  # a client's arbitrary model names must not become label values
-        served = ctx.status == 200
-        if served and (ctx.tokens_in is not None or ctx.tokens_out is not None):
+        return model
+
+    def _price(self, ctx: RequestContext) -> None:
+        known = ctx.tokens_in is not None or ctx.tokens_out is not None
+        if ctx.cost is None and ctx.status == 200 and known:
             ctx.cost = self.prices.cost(ctx.deployment, ctx.tokens_in or 0, ctx.tokens_out or 0)
+
+    def _settle(self, ctx: RequestContext) -> None:
+        """Settle the request's quota reservation, once (at its last send, else at its end)."""
+        gw: Gateway | None = getattr(self.fastapi.state, "gateway", None)
+        res, ctx.reservation = ctx.reservation, None
+        if res is None or gw is None:
+            return
+        self._price(ctx)
+        # A request the client left (a stream in its middle, or while the provider was
+        # answering) may have had tokens generated and billed: its reservation is settled like a
+        # served answer's (to the provider's usage when it came, else kept whole), never
+        # released.
+        answered = ctx.status in (200, CLIENT_CLOSED)
+        reported = ctx.usage_reported
+        gw.quotas.settle(
+            res,
+            self._model_label(ctx) or "",
+            answered,
+            ctx.tokens_in if reported else None,
+            ctx.tokens_out if reported else None,
+            ctx.cost if reported else None,
+        )
+
+    def _finish(self, ctx: RequestContext, path: str) -> None:
+        latency = time.perf_counter() - ctx.start
+        model = self._model_label(ctx)
+        self._price(ctx)
         self.metrics.finish(ctx, model or "", latency)
-        if ctx.reservation is not None and gw is not None:
-            # A request the client left (a stream in its middle, or while the provider was
-            # answering) may have had tokens generated and billed: its reservation is settled like
-            # a served answer's (to the provider's usage when it came, else kept whole), never
-            # released.
-            answered = served or ctx.status == CLIENT_CLOSED
-            reported = ctx.usage_reported
-            gw.quotas.settle(
-                ctx.reservation,
-                model or "",
-                answered,
-                ctx.tokens_in if reported else None,
-                ctx.tokens_out if reported else None,
-                ctx.cost if reported else None,
-            )
+        self._settle(ctx)
         if self.access_log and ctx.endpoint not in ("/health/live", "/health/ready", "/metrics"):
             level = logging.WARNING if ctx.status >= 500 else logging.INFO
             log.log(level, "request", extra={"fields": ctx.log_fields(latency)})

@@ -13,9 +13,9 @@ and to Prometheus counters, with the cost from LiteLLM's local cost map (`pricin
 
 Redis is spoken to through `resp.LeanRedis` (one pipelined connection, the script preloaded,
 EVALSHA): the reservation is the only round trip a request waits for. The settlement is queued
-once the response has been sent, and goes out with the next request's reservation (in the same
-write) or within `SETTLE_DELAY`, whichever comes first; a callback handles its reply. That delay
-only postpones returning unused tokens (or charging tokens beyond the estimate) by milliseconds.
+when the answer's last bytes are about to go out and is written at once, before them; a
+callback handles its reply, which nobody waits for. A client's next request, through any
+replica, finds the unused tokens returned instead of being refused while the quota has room.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ MINUTE_MS, DAY_MS = 60_000, 86_400_000
 # After a Redis failure, requests skip Redis for this long (no per-request connect timeouts
 # while it is down); then the next request tries again, so counting resumes by itself.
 BACKOFF_SECONDS = 1.0
-# The longest a settlement waits for a reservation to travel with (see above).
-SETTLE_DELAY = 0.02
+# How long a settlement waits for a reservation to travel with: none, it is written at once (see
+# above; 20 ms let a client's next request through the other replica be refused early).
+SETTLE_DELAY = 0.0
 
 # KEYS[1]: the consumer's quota key prefix; KEYS[2]: its usage key prefix (a day is appended).
 # reserve: ARGV = 'reserve', amount, minute limit, day limit (0 = none)
@@ -359,6 +360,8 @@ class Quotas:
             self._settle_failed()
         elif redis.connected:  # queued; its reply handled by a callback: no task, no wait
             self._track(redis.defer("EVALSHA", self._sha, 2, *keys_args), keys_args, True)
+            if SETTLE_DELAY == 0:
+                redis.write_now()
         else:
             task = asyncio.ensure_future(self._settle_connecting(keys_args))
             self._tasks.add(task)

@@ -241,9 +241,15 @@ class LeanRedis:
         return self._conn.defer(encode(args))
 
     def flush(self) -> None:
-        """Write the deferred commands now."""
+        """Write the deferred commands at the end of the event loop's iteration."""
         if self._conn is not None:
             self._conn.flush()
+
+    def write_now(self) -> None:
+        """Write every queued command (deferred ones included) before returning."""
+        if self._conn is not None:
+            self._conn.flush()
+            self._conn._write_out()
 
     async def call(self, *args: Any) -> Any:
         """Run one command (connecting first when needed); its reply."""
