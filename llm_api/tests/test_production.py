@@ -5,12 +5,14 @@ readiness, logs and metrics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,20 @@ async def ready(gw: Gateway, seconds: float = 60) -> bool:
 # --- client disconnect --------------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def warm_gateway(
+    provider: FakeProvider, path: str, model: str, *, stream: bool
+) -> AsyncIterator[Gateway]:
+    """llm_api serving `model` on `path`; on LiteLLM's paths once LiteLLM is imported and its
+    first call's lazy imports are done (one request answered), with the provider's record clear."""
+    async with serve(config(deployment(path, model, provider.url, timeout=10))) as gw:
+        if path != "native":
+            await ready(gw)
+            assert (await gw.chat(model, stream=stream)).status_code == 200
+            provider.clear()
+        yield gw
+
+
 async def assert_provider_left(
     gw: Gateway, provider: FakeProvider, logs: LogLines, rid: str, sent_at_close: int
 ) -> dict[str, Any]:
@@ -98,11 +114,7 @@ async def test_client_disconnect_stops_the_provider_stream(
     provider: FakeProvider, logs: LogLines, path: str
 ) -> None:
     model = f"{path}-gone"
-    async with serve(config(deployment(path, model, provider.url, timeout=10))) as gw:
-        if path != "native":  # LiteLLM imported, and its first call's lazy imports done
-            await ready(gw)
-            assert (await gw.chat(model, stream=True)).status_code == 200
-            provider.clear()
+    async with warm_gateway(provider, path, model, stream=True) as gw:
         provider.set(chunk_delay=CHUNK_DELAY)
         body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
         async with gw.client.stream("POST", "/v1/chat/completions", json=body) as resp:
@@ -147,11 +159,7 @@ async def test_client_disconnect_cancels_a_plain_request(
     provider: FakeProvider, logs: LogLines, path: str
 ) -> None:
     model = f"{path}-gone"
-    async with serve(config(deployment(path, model, provider.url, timeout=10))) as gw:
-        if path != "native":  # LiteLLM imported, and its first call's lazy imports done
-            await ready(gw)
-            assert (await gw.chat(model)).status_code == 200
-            provider.clear()
+    async with warm_gateway(provider, path, model, stream=False) as gw:
         # A normal non-streamed request is unaffected: answered whole, after the provider's
         # 20 slow steps.
         provider.set(plain_delay=0.02)
