@@ -8,19 +8,15 @@ variable to fix, and no task may have run in a later play.
 from __future__ import annotations
 
 import datetime
-import json
-import os
-import pathlib
-import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, RunPlaybook
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 FIRST_PLAY = "Check the inventory before anything changes"
 
 GOOD_LLM = {"llm1": {"llm_api_listen_host": "10.0.2.21", "llm_api_listen_port": 8080}}
@@ -128,29 +124,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_fails_first(case: str, tmp_path: pathlib.Path) -> None:
+def test_bad_input_fails_first(case: str, ansible_playbook: RunPlaybook) -> None:
     inv, expected = CASES[case]
-    (tmp_path / "hosts.json").write_text(json.dumps(inv))
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="default",
-        ANSIBLE_NOCOLOR="true",
-    )
-    run = subprocess.run(
-        [
-            os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            "-i",
-            str(tmp_path / "hosts.json"),
-            str(ROOT / "playbooks" / "site.yml"),
-            "--check",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = ansible_playbook(inv, ROOT / "playbooks" / "site.yml", "--check")
     out = run.stdout
     assert run.returncode != 0, out
     plays = [line for line in out.splitlines() if line.startswith("PLAY [")]

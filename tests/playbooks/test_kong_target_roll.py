@@ -10,17 +10,14 @@ gateway) and put back at its weight with its tags.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import pathlib
-import subprocess
 import sys
 from collections.abc import Iterator
 
 import yaml
+from conftest import ROOT, RunPlaybook
 from kongsim.testing import http, kong_node, postgres_server
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOKEN = "roll-admin-token-s3cret"
 KEY = "roll-consumer-key-s3cret"
 UPSTREAM = "llm-api.upstream"
@@ -65,7 +62,7 @@ def gateway(node, database: str, **more) -> dict:
     }
 
 
-def run(tmp_path: pathlib.Path, gateways: dict) -> str:
+def run(tmp_path: pathlib.Path, ansible_playbook: RunPlaybook, gateways: dict) -> str:
     # The tasks find their templates next to the playbook and the roles beside it.
     play_dir = tmp_path / "playbooks"
     play_dir.mkdir()
@@ -88,28 +85,7 @@ def run(tmp_path: pathlib.Path, gateways: dict) -> str:
             },
         }
     }
-    (tmp_path / "hosts.json").write_text(json.dumps(inventory))
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="default",
-        ANSIBLE_NOCOLOR="true",
-    )
-    done = subprocess.run(
-        [
-            os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            "-i",
-            str(tmp_path / "hosts.json"),
-            str(play_dir / "roll.yml"),
-            "-vvv",
-            "--diff",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = ansible_playbook(inventory, play_dir / "roll.yml", "-vvv", "--diff")
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     return out
@@ -144,10 +120,13 @@ def database_gateways() -> Iterator[list]:
             yield [gw1, gw2]
 
 
-def test_database_gateways_take_the_node_out_and_back_without_the_token(tmp_path) -> None:
+def test_database_gateways_take_the_node_out_and_back_without_the_token(
+    tmp_path: pathlib.Path, ansible_playbook: RunPlaybook
+) -> None:
     with database_gateways() as (gw1, gw2):
         out = run(
             tmp_path,
+            ansible_playbook,
             {"gw1": gateway(gw1, "postgres"), "gw2": gateway(gw2, "postgres")},
         )
         assert TOKEN not in out
@@ -160,7 +139,9 @@ def test_database_gateways_take_the_node_out_and_back_without_the_token(tmp_path
             ]
 
 
-def test_a_dbless_gateway_takes_the_node_out_and_back_without_secrets(tmp_path) -> None:
+def test_a_dbless_gateway_takes_the_node_out_and_back_without_secrets(
+    tmp_path: pathlib.Path, ansible_playbook: RunPlaybook
+) -> None:
     config = {
         "_format_version": "3.0",
         "upstreams": [upstream(70)],
@@ -171,6 +152,7 @@ def test_a_dbless_gateway_takes_the_node_out_and_back_without_secrets(tmp_path) 
     with kong_node({"database": "off", "declarative_config": str(path)}) as gw1:
         out = run(
             tmp_path,
+            ansible_playbook,
             {"gw1": gateway(gw1, "off", kong_gateway_declarative_config_path=str(path))},
         )
         assert TOKEN not in out
