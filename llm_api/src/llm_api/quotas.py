@@ -360,8 +360,6 @@ class Quotas:
             self._settle_failed()
         elif redis.connected:  # queued; its reply handled by a callback: no task, no wait
             self._track(redis.defer("EVALSHA", self._sha, 2, *keys_args), keys_args, True)
-            if SETTLE_DELAY == 0:
-                redis.write_now()
         else:
             task = asyncio.ensure_future(self._settle_connecting(keys_args))
             self._tasks.add(task)

@@ -14,7 +14,8 @@ asyncio protocol on uvloop (bench/RESULTS.md, 2026-12-02). This client is the ba
   `defer` queues a command whose reply nobody waits for (a settlement; a callback handles it)
   and writes it with the next `send`, or after `flush_after` seconds when no command goes out
   meanwhile: one write and one wake-up carry both, where two round trips per request cost two
-  wake-ups of the process (each of them dearer than the command itself on a loaded host);
+  wake-ups of the process. With `flush_after` 0 (what the quotas use, for exactness across
+  replicas) it is written before `defer` returns;
 - one watchdog timer per connection, armed only while replies are outstanding: a reply older
   than `timeout` fails the connection (and every pending command, with TimeoutError), so a stuck
   Redis costs at most `timeout` and no per-command timer runs.
@@ -146,7 +147,7 @@ class _Protocol(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(exc)
 
-    def send(self, data: bytes, count: int) -> list[asyncio.Future[Any]]:
+    def send(self, data: bytes, count: int, at_once: bool = False) -> list[asyncio.Future[Any]]:
         loop = asyncio.get_running_loop()
         now = loop.time()
         futures = [loop.create_future() for _ in range(count)]
@@ -154,9 +155,11 @@ class _Protocol(asyncio.Protocol):
             data = b"".join(self.deferred) + data
             futures = self._take_deferred() + futures
         self.pending.extend((f, now) for f in futures)
-        if not self.out:
+        if not self.out and not at_once:
             loop.call_soon(self._write_out)
         self.out.append(data)
+        if at_once:
+            self._write_out()
         if self.watchdog is None:
             self.watchdog = loop.call_at(now + self.client.timeout, self._check)
         return futures[len(futures) - count :]
@@ -172,7 +175,9 @@ class _Protocol(asyncio.Protocol):
         fut = loop.create_future()
         self.deferred.append(data)
         self.deferred_futures.append(fut)
-        if self.flush_timer is None:
+        if self.client.flush_after <= 0:
+            self.send(b"", 0, at_once=True)
+        elif self.flush_timer is None:
             self.flush_timer = loop.call_later(self.client.flush_after, self.flush)
         return fut
 
@@ -235,8 +240,8 @@ class LeanRedis:
         return self._conn.send(encode(args), 1)[0]
 
     def defer(self, *args: Any) -> asyncio.Future[Any]:
-        """Queue one command, written with the next `send` or within `flush_after` seconds; the
-        future of its reply. Only while `connected`."""
+        """Queue one command, written with the next `send` or within `flush_after` seconds (0:
+        written before this returns); the future of its reply. Only while `connected`."""
         assert self._conn is not None
         return self._conn.defer(encode(args))
 
@@ -244,12 +249,6 @@ class LeanRedis:
         """Write the deferred commands at the end of the event loop's iteration."""
         if self._conn is not None:
             self._conn.flush()
-
-    def write_now(self) -> None:
-        """Write every queued command (deferred ones included) before returning."""
-        if self._conn is not None:
-            self._conn.flush()
-            self._conn._write_out()
 
     async def call(self, *args: Any) -> Any:
         """Run one command (connecting first when needed); its reply."""
