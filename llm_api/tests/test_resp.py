@@ -1,5 +1,5 @@
 """The quotas' lean Redis client (resp.py): its reply parser, and the client against a real
-redis-server (password, database, scripts, pipelining, deferred commands) and a silent one."""
+redis-server (password, database, scripts, pipelining, one write per loop pass) and a silent one."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ SCRIPT = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 async def lean(redis_with_password: int) -> AsyncIterator[LeanRedis]:
     redis.Redis(port=redis_with_password, password=PASSWORD).flushall()
     url = f"redis://:{PASSWORD}@127.0.0.1:{redis_with_password}/3"
-    client = LeanRedis(url, 5, (SCRIPT,), flush_after=0.05)
+    client = LeanRedis(url, 5, (SCRIPT,))
     yield client
     await client.aclose()
 
@@ -111,16 +111,34 @@ async def test_concurrent_commands_are_pipelined_and_answered_in_order(lean: Lea
     assert replies == list(range(1, 201))
 
 
-async def test_deferred_commands_go_out_first_with_the_next_command(lean: LeanRedis) -> None:
+async def test_the_commands_of_one_loop_pass_go_out_in_one_write(lean: LeanRedis) -> None:
     await lean.connect()
-    deferred = [lean.defer("RPUSH", "order", i) for i in range(3)]
-    # Not written yet: the next command carries them, ahead of itself.
-    assert not any(f.done() for f in deferred)
+    conn = lean._conn
+    assert conn is not None
+    assert conn.transport is not None
+    transport = conn.transport
+    writes: list[bytes] = []
+
+    class Counting:
+        def write(self, data: bytes) -> None:
+            writes.append(data)
+            transport.write(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(transport, name)
+
+    conn.transport = Counting()  # type: ignore[assignment]
+    # Settlements nobody awaits, then a reservation that is awaited: queued in one pass.
+    unawaited = [lean.send("RPUSH", "order", i) for i in range(3)]
+    assert not any(f.done() for f in unawaited)
     assert await lean.call("RPUSH", "order", "last") == 4
-    assert [f.result() for f in deferred] == [1, 2, 3]
-    # With nothing else to travel with, a deferred command goes out by itself (flush_after).
-    alone = lean.defer("RPUSH", "order", "alone")
+    assert [f.result() for f in unawaited] == [1, 2, 3]
+    assert len(writes) == 1
+    assert writes[0].count(b"RPUSH") == 4
+    # Alone in its pass, a command still goes out by itself, its reply handled by nobody.
+    alone = lean.send("RPUSH", "order", "alone")
     assert await asyncio.wait_for(alone, 10) == 5
+    assert len(writes) == 2
 
 
 async def test_a_silent_server_times_out_every_pending_command() -> None:

@@ -472,12 +472,18 @@ class GatewayMiddleware:
             if message["type"] == "http.response.start":
                 ctx.status = message["status"]
                 message["headers"] = [*message.get("headers", ()), rid_header, *ctx.rate_headers]
-            elif ctx.reservation is not None and not message.get("more_body", False):
-                # The settlement goes to Redis before the answer's last bytes go to the client,
-                # so the client's next request, through any replica, finds the unused tokens
-                # returned instead of being refused while the quota has room.
-                self._settle(ctx)
             await send(message)
+            if (
+                ctx.reservation is not None
+                and message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+            ):
+                # The settlement is queued as the answer's last bytes leave and goes to Redis
+                # in this pass of the event loop: long before the client's next request,
+                # through any replica, can reach Redis, so it finds the unused tokens returned
+                # instead of being refused while the quota has room. Queued after the send,
+                # Redis's work is not on the answer's path.
+                self._settle(ctx)
 
         try:
             err = self._reject(path, trusted, length, scope.get("client"))

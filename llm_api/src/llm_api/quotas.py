@@ -13,15 +13,17 @@ and to Prometheus counters, with the cost from LiteLLM's local cost map (`pricin
 
 Redis is spoken to through `resp.LeanRedis` (one pipelined connection, the script preloaded,
 EVALSHA): the reservation is the only round trip a request waits for. The settlement is queued
-when the answer's last bytes are about to go out and is written at once, before them; a
-callback handles its reply, which nobody waits for. A client's next request, through any
-replica, finds the unused tokens returned instead of being refused while the quota has room.
+as the answer's last bytes leave and goes out in the same pass of the event loop (with the other
+requests' commands of that pass, in one write); a callback handles its reply, which nobody waits
+for. A client's next request, through any replica, finds the unused tokens returned instead of
+being refused while the quota has room.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -43,9 +45,6 @@ MINUTE_MS, DAY_MS = 60_000, 86_400_000
 # After a Redis failure, requests skip Redis for this long (no per-request connect timeouts
 # while it is down); then the next request tries again, so counting resumes by itself.
 BACKOFF_SECONDS = 1.0
-# How long a settlement waits for a reservation to travel with: none, it is written at once (see
-# above; 20 ms let a client's next request through the other replica be refused early).
-SETTLE_DELAY = 0.0
 
 # KEYS[1]: the consumer's quota key prefix; KEYS[2]: its usage key prefix (a day is appended).
 # reserve: ARGV = 'reserve', amount, minute limit, day limit (0 = none)
@@ -160,6 +159,7 @@ def _key_part(name: str) -> str:
     return quote(name, safe="")
 
 
+@functools.lru_cache(maxsize=8)
 def usage_day(day_window: int) -> str:
     return datetime.fromtimestamp(day_window * 86400, UTC).strftime("%Y-%m-%d")
 
@@ -174,6 +174,7 @@ class Quotas:
         self.redis: LeanRedis | None = None
         self._sha = LeanRedis.script_sha(SCRIPT)
         self._down_until = 0.0
+        self._key_cache: dict[str, list[str]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         """Settlements under way (their replies not yet handled)."""
         self.misses = Counter(
@@ -211,9 +212,7 @@ class Quotas:
         if self.config is None:
             return
         await self.counter.load()
-        self.redis = LeanRedis(
-            self.config.redis_url, self.config.redis_timeout, (SCRIPT,), SETTLE_DELAY
-        )
+        self.redis = LeanRedis(self.config.redis_url, self.config.redis_timeout, (SCRIPT,))
         try:  # connected (and the script loaded) before the first request, when Redis is up
             await self.redis.connect()
         except (ReplyError, OSError):
@@ -222,8 +221,6 @@ class Quotas:
     async def drain(self) -> None:
         """Wait until every settlement under way has been answered (or has failed)."""
         while self._tasks:
-            if self.redis is not None:
-                self.redis.flush()
             await asyncio.wait(list(self._tasks))
 
     async def stop(self) -> None:
@@ -244,11 +241,17 @@ class Quotas:
             return await self.redis.call("EVAL", SCRIPT, 2, *keys_args)
 
     def _keys(self, consumer: str) -> list[str]:
-        assert self.config is not None
-        part = _key_part(consumer)
-        prefix = self.config.key_prefix
-        # One hash tag per consumer: its keys stay in one slot on a Redis Cluster.
-        return [f"{prefix}:quota:{{{part}}}", f"{prefix}:usage:{{{part}}}"]
+        keys = self._key_cache.get(consumer)
+        if keys is None:
+            assert self.config is not None
+            part = _key_part(consumer)
+            prefix = self.config.key_prefix
+            # One hash tag per consumer: its keys stay in one slot on a Redis Cluster.
+            keys = [f"{prefix}:quota:{{{part}}}", f"{prefix}:usage:{{{part}}}"]
+            if len(self._key_cache) >= 4096:  # consumers are many only under abuse: bounded
+                self._key_cache.clear()
+            self._key_cache[consumer] = keys
+        return keys
 
     def _label(self, consumer: str) -> str:
         return consumer if consumer in self._labels or consumer == "anonymous" else "other"
@@ -359,7 +362,7 @@ class Quotas:
         if redis is None or not self._redis_ok():
             self._settle_failed()
         elif redis.connected:  # queued; its reply handled by a callback: no task, no wait
-            self._track(redis.defer("EVALSHA", self._sha, 2, *keys_args), keys_args, True)
+            self._track(redis.send("EVALSHA", self._sha, 2, *keys_args), keys_args, True)
         else:
             task = asyncio.ensure_future(self._settle_connecting(keys_args))
             self._tasks.add(task)

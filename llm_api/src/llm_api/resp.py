@@ -9,13 +9,11 @@ asyncio protocol on uvloop (bench/RESULTS.md, 2026-12-02). This client is the ba
 - one connection per process, opened on first use (again after a failure), with AUTH, SELECT and
   the scripts loaded (SCRIPT LOAD) before any command; commands from concurrent requests are
   pipelined on it and their replies matched in order;
-- `send` writes a command (at the end of the event loop's iteration, in one write with the
-  other commands of that iteration) and returns the future of its reply, which its caller awaits;
-  `defer` queues a command whose reply nobody waits for (a settlement; a callback handles it)
-  and writes it with the next `send`, or after `flush_after` seconds when no command goes out
-  meanwhile: one write and one wake-up carry both, where two round trips per request cost two
-  wake-ups of the process. With `flush_after` 0 (what the quotas use, for exactness across
-  replicas) it is written before `defer` returns;
+- `send` queues a command and returns the future of its reply; the commands queued in one pass
+  of the event loop (concurrent requests' reservations and settlements) go out at its end, in
+  one write, and their replies usually come back in one read: one wake-up of Redis and of the
+  process for all of them. A caller may await the future (a reservation) or leave it to a
+  callback (a settlement);
 - one watchdog timer per connection, armed only while replies are outstanding: a reply older
   than `timeout` fails the connection (and every pending command, with TimeoutError), so a stuck
   Redis costs at most `timeout` and no per-command timer runs.
@@ -99,9 +97,6 @@ class _Protocol(asyncio.Protocol):
         self.pending: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self.watchdog: asyncio.TimerHandle | None = None
         self.closed = False
-        self.deferred: list[bytes] = []
-        self.deferred_futures: list[asyncio.Future[Any]] = []
-        self.flush_timer: asyncio.TimerHandle | None = None
         self.out: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -136,64 +131,33 @@ class _Protocol(asyncio.Protocol):
             self.client._lost(self)
             if self.transport is not None:
                 self.transport.abort()
-        for timer in (self.watchdog, self.flush_timer):
-            if timer is not None:
-                timer.cancel()
-        self.watchdog = self.flush_timer = None
-        failed = [f for f, _ in self.pending] + self.deferred_futures
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+        failed = [f for f, _ in self.pending]
         self.pending.clear()
-        self.deferred, self.deferred_futures, self.out = [], [], []
+        self.out = []
         for fut in failed:
             if not fut.done():
                 fut.set_exception(exc)
 
-    def send(self, data: bytes, count: int, at_once: bool = False) -> list[asyncio.Future[Any]]:
+    def send(self, data: bytes, count: int) -> list[asyncio.Future[Any]]:
+        """Queue `data` (`count` commands) for the end of this loop pass; their futures."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         futures = [loop.create_future() for _ in range(count)]
-        if self.deferred:
-            data = b"".join(self.deferred) + data
-            futures = self._take_deferred() + futures
         self.pending.extend((f, now) for f in futures)
-        if not self.out and not at_once:
+        if not self.out:
             loop.call_soon(self._write_out)
         self.out.append(data)
-        if at_once:
-            self._write_out()
         if self.watchdog is None:
             self.watchdog = loop.call_at(now + self.client.timeout, self._check)
-        return futures[len(futures) - count :]
+        return futures
 
     def _write_out(self) -> None:
-        # Commands of one loop iteration (concurrent requests' reservations) in one write.
         data, self.out = b"".join(self.out), []
         if self.transport is not None and not self.closed:
             self.transport.write(data)
-
-    def defer(self, data: bytes) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self.deferred.append(data)
-        self.deferred_futures.append(fut)
-        if self.client.flush_after <= 0:
-            self.send(b"", 0, at_once=True)
-        elif self.flush_timer is None:
-            self.flush_timer = loop.call_later(self.client.flush_after, self.flush)
-        return fut
-
-    def _take_deferred(self) -> list[asyncio.Future[Any]]:
-        futures = self.deferred_futures
-        self.deferred, self.deferred_futures = [], []
-        if self.flush_timer is not None:
-            self.flush_timer.cancel()
-            self.flush_timer = None
-        return futures
-
-    def flush(self) -> None:
-        """Write the deferred commands now."""
-        self.flush_timer = None
-        if self.deferred and not self.closed:
-            self.send(b"", 0)
 
     def _check(self) -> None:
         self.watchdog = None
@@ -216,11 +180,8 @@ class LeanRedis:
     EVALSHA.
     """
 
-    def __init__(
-        self, url: str, timeout: float, scripts: tuple[str, ...] = (), flush_after: float = 0.02
-    ) -> None:
+    def __init__(self, url: str, timeout: float, scripts: tuple[str, ...] = ()) -> None:
         self.timeout = timeout
-        self.flush_after = flush_after
         self.scripts = scripts
         self._url = url
         self._conn: _Protocol | None = None
@@ -235,20 +196,10 @@ class LeanRedis:
         return self._conn is not None
 
     def send(self, *args: Any) -> asyncio.Future[Any]:
-        """Write one command now; the future of its reply. Only while `connected`."""
+        """Queue one command (written at the end of this loop pass); the future of its reply.
+        Only while `connected`."""
         assert self._conn is not None
         return self._conn.send(encode(args), 1)[0]
-
-    def defer(self, *args: Any) -> asyncio.Future[Any]:
-        """Queue one command, written with the next `send` or within `flush_after` seconds (0:
-        written before this returns); the future of its reply. Only while `connected`."""
-        assert self._conn is not None
-        return self._conn.defer(encode(args))
-
-    def flush(self) -> None:
-        """Write the deferred commands at the end of the event loop's iteration."""
-        if self._conn is not None:
-            self._conn.flush()
 
     async def call(self, *args: Any) -> Any:
         """Run one command (connecting first when needed); its reply."""
