@@ -4,12 +4,11 @@ and accepts TCP clients only over TLS (``hostssl``)."""
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 
 import pytest
 from kongsim.testing import KongNode, PostgresServer, http, postgres_server
-from tlscerts import CA
+from tlscerts import CA, pem_file
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +22,6 @@ def tls_pg(ca: CA) -> Iterator[PostgresServer]:
     pair = ca.leaf("db.kongsim.test")
     with postgres_server(tls=(pair.cert, pair.key)) as server:
         yield server
-
-
-def _ca_file(pem: str) -> str:
-    fd, path = tempfile.mkstemp(suffix=".pem")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(pem)
-    return path
 
 
 def test_pg_ssl_off_is_refused_by_a_tls_only_server(tls_pg: PostgresServer) -> None:
@@ -56,14 +48,14 @@ def test_pg_ssl_verify_checks_the_chain(tls_pg: PostgresServer, ca: CA) -> None:
         **tls_pg.kong_conf(db),
         "pg_ssl": "on",
         "pg_ssl_verify": "on",
-        "lua_ssl_trusted_certificate": _ca_file(ca.cert),
+        "lua_ssl_trusted_certificate": pem_file(ca.cert),
     }
     with KongNode(good) as node:
         resp = http("POST", node.admin_url + "/services", json={"name": "v", "url": "http://a"})
         assert resp.status == 201, resp.text
         with open(os.path.join(node.prefix, ".ca_combined"), encoding="utf-8") as fh:
             assert ca.cert in fh.read()
-    wrong = {**good, "lua_ssl_trusted_certificate": _ca_file(CA("another CA").cert)}
+    wrong = {**good, "lua_ssl_trusted_certificate": pem_file(CA("another CA").cert)}
     node = KongNode(wrong, bootstrap=False)
     try:
         with pytest.raises(RuntimeError, match="certificate verify failed"):

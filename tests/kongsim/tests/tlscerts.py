@@ -3,6 +3,8 @@ pairs, expired CAs, and PEM helpers."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime
 import os
 import ssl
@@ -37,15 +39,28 @@ class Pair:
     der: bytes
 
     def files(self) -> tuple[str, str]:
-        """The pair as two temporary files (removed by the OS's tmp cleaning; tests are
-        short-lived)."""
-        paths = []
-        for text in (self.cert, self.key):
-            fd, path = tempfile.mkstemp(suffix=".pem")
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            paths.append(path)
-        return paths[0], paths[1]
+        """The pair as two private temporary files (removed when the test run ends)."""
+        return pem_file(self.cert), pem_file(self.key)
+
+
+_TEMP_FILES: list[str] = []
+
+
+def pem_file(text: str) -> str:
+    """`text` in a private temporary file, removed when the test run ends (the nodes under test
+    read it until then)."""
+    fd, path = tempfile.mkstemp(suffix=".pem")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    _TEMP_FILES.append(path)
+    return path
+
+
+@atexit.register
+def _remove_temp_files() -> None:
+    for path in _TEMP_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def make_cert(
