@@ -30,6 +30,7 @@ from conftest import (
     sse_events,
 )
 from llm_api.config import ConfigError, parse_config
+from llm_api.errors import ApiError
 from llm_api.quotas import Quotas, reset_text
 from prometheus_client import CollectorRegistry
 from redis_server import RedisServer
@@ -376,6 +377,51 @@ async def test_settlements_survive_a_lost_script_cache(redis_up: RedisServer) ->
         await asyncio.wait_for(quotas.drain(), 10)
         assert used(redis_up, "c-lost") == 3 * 8
         assert quotas.misses.labels("settle")._value.get() == 0
+    finally:
+        await quotas.stop()
+
+
+async def test_counters_expire_and_a_refusal_leaves_them_as_they_were(
+    redis_up: RedisServer,
+) -> None:
+    """Every key the script writes expires (the windows a little after their end, the usage
+    totals after the retention), whichever call created it; a refused reservation takes nothing;
+    a settlement never leaves a window below zero."""
+    cfg = config(
+        "http://127.0.0.1:9",
+        redis_up.url,
+        default={"tokens_per_minute": 100, "tokens_per_day": 1000},
+        usage_retention_days=3,
+    )
+    quotas = Quotas(parse_config(cfg, "t", {PROVIDER_ENV: PROVIDER_KEY}), CollectorRegistry())
+    client = redis_up.client()
+    await quotas.start()
+    try:
+        res, _ = await quotas.reserve("c-ttl", body(words=5, max_tokens=60), True)
+        before = used(redis_up, "c-ttl")
+        assert before == res.amount
+        with pytest.raises(ApiError) as refused:
+            await quotas.reserve("c-ttl", body(words=5, max_tokens=60), True)
+        assert refused.value.status == 429
+        assert used(redis_up, "c-ttl") == before
+        assert used(redis_up, "c-ttl", "d") == before
+        quotas.settle(res, MODEL, True, 5, 3, None)
+        await asyncio.wait_for(quotas.drain(), 10)
+        assert used(redis_up, "c-ttl") == 8
+        for key in client.keys("llm_api:quota:{c-ttl}:*"):
+            ttl = client.pttl(key)
+            span = 60_000 if ":m:" in key else 86_400_000
+            assert span < ttl <= span + 120_000, (key, ttl)
+        (usage_key,) = client.keys("llm_api:usage:{c-ttl}:*")
+        assert 0 < client.ttl(usage_key) <= 3 * 86400
+        # A window that expired before its settlement: nothing negative is left behind.
+        client.delete(*client.keys("llm_api:quota:{c-ttl}:*"))
+        res, _ = await quotas.reserve("c-ttl", body(words=5, max_tokens=60), True)
+        client.delete(*client.keys("llm_api:quota:{c-ttl}:m:*"))
+        quotas.settle(res, MODEL, True, 5, 3, None)
+        await asyncio.wait_for(quotas.drain(), 10)
+        assert used(redis_up, "c-ttl") == 0
+        assert all(client.pttl(k) > 0 for k in client.keys("llm_api:quota:{c-ttl}:*"))
     finally:
         await quotas.stop()
 

@@ -70,8 +70,11 @@ if op == 'reserve' then
     out[3 + 2 * i] = (win + 1) * spans[i] - now
     if limits[i] > 0 then
       keys[i] = KEYS[1] .. tags[i] .. win
-      used[i] = tonumber(redis.call('GET', keys[i]) or '0')
-      if out[1] == 1 and used[i] + amount > limits[i] then
+      used[i] = redis.call('INCRBY', keys[i], amount)
+      if used[i] == amount then
+        redis.call('PEXPIRE', keys[i], spans[i] + 120000)
+      end
+      if out[1] == 1 and used[i] > limits[i] then
         out[1] = 0
         out[8] = i
       end
@@ -79,9 +82,8 @@ if op == 'reserve' then
   end
   for i = 1, 2 do
     if keys[i] then
-      if out[1] == 1 then
-        used[i] = redis.call('INCRBY', keys[i], amount)
-        redis.call('PEXPIRE', keys[i], spans[i] + 120000)
+      if out[1] == 0 then
+        used[i] = redis.call('DECRBY', keys[i], amount)
       end
       out[2 + 2 * i] = math.max(limits[i] - used[i], 0)
     end
@@ -94,9 +96,10 @@ for i = 1, 2 do
     local win = tonumber(ARGV[1 + i])
     if win < 0 then win = math.floor(now / spans[i]) end
     local key = KEYS[1] .. tags[i] .. win
-    if redis.call('EXISTS', key) == 1 or delta > 0 then
-      local left = redis.call('INCRBY', key, delta)
-      if left < 0 then redis.call('SET', key, 0) end
+    local left = redis.call('INCRBY', key, delta)
+    if left < 0 then
+      redis.call('SET', key, 0, 'PX', spans[i] + 120000)
+    elseif left == delta then
       redis.call('PEXPIRE', key, spans[i] + 120000)
     end
   end
@@ -105,7 +108,9 @@ local day = ARGV[7]
 if day ~= '' then
   local key = KEYS[2] .. ':' .. day
   local model = ARGV[8]
-  redis.call('HINCRBY', key, model .. '\\trequests', 1)
+  if redis.call('HINCRBY', key, model .. '\\trequests', 1) == 1 then
+    redis.call('EXPIRE', key, tonumber(ARGV[12]))
+  end
   redis.call('HINCRBY', key, model .. '\\tin', tonumber(ARGV[9]))
   redis.call('HINCRBY', key, model .. '\\tout', tonumber(ARGV[10]))
   if ARGV[11] == '' then
@@ -113,7 +118,6 @@ if day ~= '' then
   else
     redis.call('HINCRBYFLOAT', key, model .. '\\tcost', ARGV[11])
   end
-  redis.call('EXPIRE', key, tonumber(ARGV[12]))
 end
 return 1
 """
