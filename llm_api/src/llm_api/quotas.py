@@ -212,7 +212,11 @@ class Quotas:
             return
         await self.counter.load()
         self.redis = LeanRedis(
-            self.config.redis_url, self.config.redis_timeout, (SCRIPT,), SETTLE_DELAY
+            self.config.redis_url,
+            self.config.redis_timeout,
+            (SCRIPT,),
+            SETTLE_DELAY,
+            ca_file=self.config.redis_ca_file,
         )
         try:  # connected (and the script loaded) before the first request, when Redis is up
             await self.redis.connect()
