@@ -63,8 +63,22 @@ OTHER_CERT, OTHER_KEY = pem_pair("other.example")
 OLD_CERT, OLD_KEY = pem_pair("gw1", days=(-60, -1))
 
 
-def tls(**gateway_vars: str) -> dict:
+def tls(**gateway_vars: object) -> dict:
     return inventory(GOOD_LLM, gateway_vars)
+
+
+DB_CERT, DB_KEY = pem_pair("db1")
+
+
+def postgres(**gateway_vars: object) -> dict:
+    """Gateways whose PostgreSQL is the host db1 (TLS on by default), with these settings."""
+    return tls(
+        kong_database="postgres",
+        kong_pg_host="10.0.3.31",
+        kong_pg_server="db1",
+        kong_pg_password="pg-password-for-the-test",
+        **gateway_vars,
+    )
 
 
 CASES = {
@@ -120,6 +134,45 @@ CASES = {
         tls(kong_ssl_cert=GW_CERT, kong_ssl_cert_key=GW_KEY, kong_ssl_ca_cert=OTHER_CERT),
         ["The certificate in kong_ssl_cert was not issued by kong_ssl_ca_cert (its issuer"],
     ),
+    # TLS between hosts (PostgreSQL, Redis).
+    "a CA to trust that is not PEM": (
+        tls(kong_trusted_ca_certs=[OTHER_CERT, "not a certificate"]),
+        ["kong_trusted_ca_certs[1] is not a PEM certificate"],
+    ),
+    "a PostgreSQL certificate without its key": (
+        postgres(kong_pg_ssl_cert=DB_CERT),
+        ["give kong_pg_ssl_cert with kong_pg_ssl_cert_key"],
+    ),
+    "a PostgreSQL key that does not match its certificate": (
+        postgres(kong_pg_ssl_cert=DB_CERT, kong_pg_ssl_cert_key=OTHER_KEY),
+        ["kong_pg_ssl_cert_key does not match kong_pg_ssl_cert"],
+    ),
+    "a PostgreSQL certificate whose CA Kong does not trust": (
+        postgres(kong_pg_ssl_cert=DB_CERT, kong_pg_ssl_cert_key=DB_KEY),
+        [
+            "kong_pg_ssl_verify is on, but the CA that issued kong_pg_ssl_cert",
+            "kong_trusted_ca_certs",
+        ],
+    ),
+    "an expired PostgreSQL certificate": (
+        postgres(
+            kong_pg_ssl_cert=OLD_CERT,
+            kong_pg_ssl_cert_key=OLD_KEY,
+            kong_trusted_ca_certs=[OLD_CERT],
+        ),
+        ["kong_pg_ssl_cert expired on"],
+    ),
+    "Redis over TLS with an address for the name Kong verifies": (
+        inventory(
+            GOOD_LLM,
+            {
+                "kong_gateway_rate_limit_policy": "redis",
+                "kong_gateway_redis_host": "10.0.3.31",
+                "ai_gateway_redis_tls": True,
+            },
+        ),
+        ["kong_gateway_redis_ssl is on but kong_gateway_redis_server_name", "is not a host name"],
+    ),
 }
 
 
@@ -137,5 +190,5 @@ def test_bad_input_fails_first(case: str, ansible_playbook: RunPlaybook) -> None
     for text in expected:
         assert text in failure, failure
     # Private keys never reach the output, whatever the failure.
-    for key in (GW_KEY, OTHER_KEY, OLD_KEY):
+    for key in (GW_KEY, OTHER_KEY, OLD_KEY, DB_KEY):
         assert key.splitlines()[1] not in out

@@ -7,6 +7,7 @@ fails the start with a message an operator can act on.
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -15,6 +16,8 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+
+from llm_api.resp import tls_context
 
 ENV_PREFIX = "os.environ/"
 # Providers whose wire format is OpenAI's chat completions: served by the native fast path.
@@ -160,6 +163,7 @@ class QuotasSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     redis_url: str = Field(min_length=1)
+    redis_ca_file: str | None = Field(None, min_length=1)
     on_redis_error: Literal["allow", "deny"] = "allow"
     default: TokenLimits = Field(default_factory=lambda: TokenLimits())
     consumers: list[ConsumerQuota] = Field(default_factory=list)
@@ -192,6 +196,8 @@ class QuotaConfig:
     redis_timeout: float
     key_prefix: str
     usage_retention_days: int
+    redis_ca_file: str | None = None
+    """For rediss://: the CA certificates (PEM) Redis's certificate is verified against."""
 
     def limits(self, consumer: str) -> TokenLimits:
         return self.consumers.get(consumer, self.default)
@@ -416,6 +422,8 @@ def _quotas(raw: QuotasSection | None, source: str, env: dict[str, str]) -> Quot
         raise ConfigError(
             f"{source}: quotas.redis_url: must be a redis://, rediss:// or unix:// URL"
         )
+    if raw.redis_ca_file is not None:
+        _check_ca_file(raw.redis_ca_file, parts.scheme, source)
     consumers: dict[str, TokenLimits] = {}
     first: dict[str, int] = {}
     for i, c in enumerate(raw.consumers):
@@ -437,7 +445,28 @@ def _quotas(raw: QuotasSection | None, source: str, env: dict[str, str]) -> Quot
         redis_timeout=raw.redis_timeout,
         key_prefix=raw.key_prefix,
         usage_retention_days=raw.usage_retention_days,
+        redis_ca_file=raw.redis_ca_file,
     )
+
+
+def _check_ca_file(path: str, scheme: str, source: str) -> None:
+    """`quotas.redis_ca_file` is for a TLS URL and holds PEM certificates that OpenSSL loads: a
+    mistake stops the start here rather than failing every quota check later."""
+    where = f"{source}: quotas.redis_ca_file"
+    if scheme != "rediss":
+        raise ConfigError(f"{where}: only a rediss:// (TLS) quotas.redis_url uses a CA file")
+    try:
+        with open(path, encoding="ascii") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not a text file"
+        raise ConfigError(f"{where}: cannot read {path}: {reason}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(f"{where}: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    try:
+        tls_context(path)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{where}: {path} is not a valid PEM CA certificate: {exc}") from None
 
 
 def load_config(path: Path | None, env: dict[str, str] | None = None) -> Config:

@@ -216,7 +216,12 @@ class Quotas:
         if self.config is None:
             return
         await self.counter.load()
-        self.redis = LeanRedis(self.config.redis_url, self.config.redis_timeout, (SCRIPT,))
+        self.redis = LeanRedis(
+            self.config.redis_url,
+            self.config.redis_timeout,
+            (SCRIPT,),
+            ca_file=self.config.redis_ca_file,
+        )
         try:  # connected (and the script loaded) before the first request, when Redis is up
             await self.redis.connect()
         except (ReplyError, OSError):

@@ -173,15 +173,30 @@ class _Protocol(asyncio.Protocol):
             self.watchdog = loop.call_at(when, self._check)
 
 
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """The client context of a rediss:// connection: the server's certificate verified, with its
+    host name, against `ca_file` only (PEM, e.g. a private CA) or, without one, the system's
+    trust store. OSError (ssl.SSLError) when the file is missing or holds no certificate."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
 class LeanRedis:
     """One pipelined connection to the Redis of `url` (redis://, rediss://, unix://).
 
     `scripts`: Lua scripts loaded on every new connection; `script_sha(script)` names them for
-    EVALSHA.
+    EVALSHA. `ca_file`: for rediss://, the CA certificates (PEM) the server's certificate is
+    verified against instead of the system's trust store.
     """
 
-    def __init__(self, url: str, timeout: float, scripts: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        scripts: tuple[str, ...] = (),
+        ca_file: str | None = None,
+    ) -> None:
         self.timeout = timeout
+        self.ca_file = ca_file
         self.scripts = scripts
         self._url = url
         self._conn: _Protocol | None = None
@@ -241,7 +256,7 @@ class LeanRedis:
                     _, conn = await loop.create_unix_connection(factory, parts.path)
                 else:
                     db = db or parts.path.strip("/")
-                    context = ssl.create_default_context() if parts.scheme == "rediss" else None
+                    context = tls_context(self.ca_file) if parts.scheme == "rediss" else None
                     _, conn = await loop.create_connection(
                         factory, parts.hostname or "", parts.port or 6379, ssl=context
                     )

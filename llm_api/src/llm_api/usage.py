@@ -34,8 +34,10 @@ def _parser() -> argparse.ArgumentParser:
 async def collect(cfg: QuotaConfig, day: str, consumer: str | None) -> list[dict[str, Any]]:
     """One row per consumer and model: requests, tokens in and out, cost (None when unknown for
     every request), unpriced (requests without a price)."""
+    # rediss:// with quotas.redis_ca_file: verified against that CA, not the system's store.
+    tls: dict[str, Any] = {"ssl_ca_certs": cfg.redis_ca_file} if cfg.redis_ca_file else {}
     client = aioredis.Redis.from_url(
-        cfg.redis_url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True
+        cfg.redis_url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True, **tls
     )
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     try:
