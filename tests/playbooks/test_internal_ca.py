@@ -35,7 +35,10 @@ def load(path: pathlib.Path) -> x509.Certificate:
 
 def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     ca.public_key().verify(  # type: ignore[call-arg, union-attr]
-        cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm
+        cert.signature,
+        cert.tbs_certificate_bytes,
+        padding.PKCS1v15(),
+        cert.signature_hash_algorithm,
     )
     return cert.issuer == ca.subject
 
@@ -83,5 +86,6 @@ def test_certificates_are_issued_once_with_the_names_and_usage_asked_for(
     before = {path.name: path.read_bytes() for path in ca_dir.iterdir()}
     second = ansible_playbook(inventory, play)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "changed=0" in second.stdout and "changed=1" not in second.stdout
+    assert "changed=0" in second.stdout
+    assert "changed=1" not in second.stdout
     assert {path.name: path.read_bytes() for path in ca_dir.iterdir()} == before
