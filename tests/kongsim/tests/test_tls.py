@@ -666,3 +666,68 @@ def test_reload_serves_a_replaced_certificate_without_dropping_connections(ca: C
         assert refused.returncode != 0
         assert f"ssl_cert: failed loading certificate from {cert_file}" in refused.stderr
         assert peer_der("127.0.0.1", port, None) == new.der
+
+
+def test_admin_api_client_certificates_through_injected_directives(ca: CA) -> None:
+    """``nginx_admin_ssl_verify_client=on`` + ``nginx_admin_ssl_client_certificate=<ca>``
+    (``kong-3.9-tls.md`` E, nginx's ``ssl_verify_client``): over TLS the Admin API answers only
+    clients with a certificate the CA issued; without one nginx answers its own 400 page. The
+    plain-HTTP listener of the same server block is not concerned."""
+    ca_file, _ = ca.pair.files()
+    conf = {
+        "database": "off",
+        "nginx_admin_ssl_verify_client": "on",
+        "nginx_admin_ssl_client_certificate": ca_file,
+    }
+    client = ca.leaf("controller")
+    with KongNode(conf, tls=True) as node:
+        url = f"{node.admin_ssl_url}/status"
+        no_cert = http("GET", url)
+        assert no_cert.status == 400
+        assert "No required SSL certificate was sent" in no_cert.text
+        assert no_cert.headers["Server"] == "openresty"
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.load_cert_chain(*client.files())
+        with_cert = http("GET", url, context=context)
+        assert with_cert.status == 200, with_cert.text
+        assert with_cert.headers["Server"] == "kong/3.9.3"
+        # a certificate from another CA is refused
+        stranger = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        stranger.check_hostname = False
+        stranger.verify_mode = ssl.CERT_NONE
+        stranger.load_cert_chain(*CA("another CA").leaf("controller").files())
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+            http("GET", url, context=stranger)
+        assert http("GET", f"{node.admin_url}/status").status == 200
+        # the proxy's TLS listener does not ask for client certificates
+        assert http("GET", f"{node.proxy_ssl_url}/nothing").status == 404
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"nginx_admin_ssl_verify_client": "on"},
+            "no ssl_client_certificate for ssl_verify_client",
+        ),
+        (
+            {
+                "nginx_admin_ssl_verify_client": "on",
+                "nginx_admin_ssl_client_certificate": "/nonexistent/ca.pem",
+            },
+            'SSL_CTX_load_verify_locations("/nonexistent/ca.pem") failed',
+        ),
+    ],
+)
+def test_admin_client_verification_errors_stop_the_start(
+    extra: dict[str, str], message: str
+) -> None:
+    node = KongNode({"database": "off", **extra}, tls=True)
+    try:
+        with pytest.raises(RuntimeError) as err:
+            node.start()
+        assert message in str(err.value)
+    finally:
+        node.close()
