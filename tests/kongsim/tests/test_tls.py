@@ -731,3 +731,57 @@ def test_admin_client_verification_errors_stop_the_start(
         assert message in str(err.value)
     finally:
         node.close()
+
+
+@pytest.mark.parametrize(("trust_ca", "expected"), [(True, "HEALTHY"), (False, "UNHEALTHY")])
+def test_active_https_checks_verify_against_the_cosocket_trust(
+    uid: str, trust_ca: bool, expected: str
+) -> None:
+    """An ``https`` active check is a cosocket handshake (lua-resty-healthcheck
+    ``sslhandshake(nil, https_sni or host, https_verify_certificate)``): it verifies the chain
+    against ``lua_ssl_trusted_certificate`` and the name against ``https_sni``. A Service's
+    ``ca_certificates`` play no part, so a CA only they name leaves the target unhealthy."""
+    ca = CA(f"checks {uid}")
+    ca_file, _ = ca.pair.files()
+    trusted = f"system,{ca_file}" if trust_ca else "system"
+    with (
+        _TLSUpstream(ca.leaf("llm-api.upstream")) as up,
+        KongNode({"database": "off", "lua_ssl_trusted_certificate": trusted}) as node,
+    ):
+        ca_id = "c3b1a2a4-0000-4000-8000-" + uid.rjust(12, "0")
+        config = {
+            "_format_version": "3.0",
+            "ca_certificates": [{"id": ca_id, "cert": ca.cert}],
+            "upstreams": [
+                {
+                    "name": "llm-api.upstream",
+                    "healthchecks": {
+                        "active": {
+                            "type": "https",
+                            "http_path": "/health",
+                            "https_sni": "llm-api.upstream",
+                            "https_verify_certificate": True,
+                            "healthy": {"interval": 1, "successes": 1},
+                            "unhealthy": {"interval": 1, "tcp_failures": 1},
+                        }
+                    },
+                    "targets": [{"target": f"127.0.0.1:{up.port}"}],
+                }
+            ],
+            "services": [
+                {
+                    "name": "s",
+                    "url": "https://llm-api.upstream/v1",
+                    "tls_verify": True,
+                    "ca_certificates": [ca_id],
+                }
+            ],
+        }
+        assert http("POST", f"{node.admin_url}/config", json=config).status == 201
+        for _ in range(300):  # until two probes have reached the target
+            if len(up.sni) >= 2:
+                break
+            time.sleep(0.05)
+        assert up.sni[:2] == ["llm-api.upstream", "llm-api.upstream"]
+        health = http("GET", f"{node.admin_url}/upstreams/llm-api.upstream/health").json()
+        assert [t["health"] for t in health["data"]] == [expected]

@@ -85,7 +85,7 @@ class Node:
         self._stopped = asyncio.Event()
         self._access_logs: dict[str, Any] = {}
         # Per-node balancers and health state (the proxy reads ``balancers.by_name``).
-        self.balancers = Balancers()
+        self.balancers = Balancers(lambda: tls.trusted_bundle(self._conf))
         self._event_id = 0
         # The proxy listener's certificates by SNI (certificates and snis entities).
         self.sni_map = tls.SNIMap()
@@ -258,6 +258,7 @@ class Node:
         self._conf = {**conf, **keep}
         self.dao.enabled_plugins = list(conf["loaded_plugins"])
         await asyncio.to_thread(self._reload_listener_certificates)
+        self.balancers.forget_trust()
         if self.dbless and (
             conf.get("declarative_config") or conf.get("declarative_config_string")
         ):
