@@ -30,7 +30,8 @@ def _settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = "LLM_API_" + ".".join(str(p) for p in first["loc"]).upper()
-        sys.stderr.write(f"llm-api: invalid setting {name}: {first['msg']}\n")
+        where = f" {name}" if first["loc"] else "s"
+        sys.stderr.write(f"llm-api: invalid setting{where}: {first['msg']}\n")
         sys.exit(2)
 
 
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
             "fields": {
                 "host": settings.host,
                 "port": settings.port,
+                "tls": settings.ssl_certfile is not None,
                 "workers": settings.workers,
                 "config": config.source,
                 "models": config.model_names,
@@ -95,6 +97,10 @@ def _serve(settings: Settings) -> None:
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        # HTTPS when a certificate is set: every worker loads the pair at start (a plain-HTTP
+        # request to the port then fails its TLS handshake); a new pair needs a restart.
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
     )
 
 

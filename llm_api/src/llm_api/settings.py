@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     """One JSON line per request on stderr."""
     metrics_allow: Annotated[tuple[Network, ...], NoDecode] = ()
     """Client networks allowed to GET /metrics (comma-separated CIDRs); empty = anyone."""
+    ssl_certfile: Path | None = None
+    """PEM certificate (then its intermediates) to serve HTTPS with; unset = plain HTTP. Kong
+    reaches llm_api over the network in TLS when the two are on different hosts."""
+    ssl_keyfile: Path | None = None
+    """The unencrypted PEM private key of `ssl_certfile` (both or neither)."""
 
     @field_validator("gateway_secret")
     @classmethod
@@ -79,6 +84,14 @@ class Settings(BaseSettings):
             "not set: set the gateway secret (Kong sends it), listen on 127.0.0.1, or set "
             "LLM_API_ALLOW_NO_GATEWAY_SECRET=true on a trusted network"
         )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError(
+                "LLM_API_SSL_CERTFILE and LLM_API_SSL_KEYFILE go together (HTTPS needs both)"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -666,3 +666,122 @@ def test_reload_serves_a_replaced_certificate_without_dropping_connections(ca: C
         assert refused.returncode != 0
         assert f"ssl_cert: failed loading certificate from {cert_file}" in refused.stderr
         assert peer_der("127.0.0.1", port, None) == new.der
+
+
+def test_admin_api_client_certificates_through_injected_directives(ca: CA) -> None:
+    """``nginx_admin_ssl_verify_client=on`` + ``nginx_admin_ssl_client_certificate=<ca>``
+    (``kong-3.9-tls.md`` E, nginx's ``ssl_verify_client``): over TLS the Admin API answers only
+    clients with a certificate the CA issued; without one nginx answers its own 400 page. The
+    plain-HTTP listener of the same server block is not concerned."""
+    ca_file, _ = ca.pair.files()
+    conf = {
+        "database": "off",
+        "nginx_admin_ssl_verify_client": "on",
+        "nginx_admin_ssl_client_certificate": ca_file,
+    }
+    client = ca.leaf("controller")
+    with KongNode(conf, tls=True) as node:
+        url = f"{node.admin_ssl_url}/status"
+        no_cert = http("GET", url)
+        assert no_cert.status == 400
+        assert "No required SSL certificate was sent" in no_cert.text
+        assert no_cert.headers["Server"] == "openresty"
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.load_cert_chain(*client.files())
+        with_cert = http("GET", url, context=context)
+        assert with_cert.status == 200, with_cert.text
+        assert with_cert.headers["Server"] == "kong/3.9.3"
+        # a certificate from another CA is refused
+        stranger = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        stranger.check_hostname = False
+        stranger.verify_mode = ssl.CERT_NONE
+        stranger.load_cert_chain(*CA("another CA").leaf("controller").files())
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+            http("GET", url, context=stranger)
+        assert http("GET", f"{node.admin_url}/status").status == 200
+        # the proxy's TLS listener does not ask for client certificates
+        assert http("GET", f"{node.proxy_ssl_url}/nothing").status == 404
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"nginx_admin_ssl_verify_client": "on"},
+            "no ssl_client_certificate for ssl_verify_client",
+        ),
+        (
+            {
+                "nginx_admin_ssl_verify_client": "on",
+                "nginx_admin_ssl_client_certificate": "/nonexistent/ca.pem",
+            },
+            'SSL_CTX_load_verify_locations("/nonexistent/ca.pem") failed',
+        ),
+    ],
+)
+def test_admin_client_verification_errors_stop_the_start(
+    extra: dict[str, str], message: str
+) -> None:
+    node = KongNode({"database": "off", **extra}, tls=True)
+    try:
+        with pytest.raises(RuntimeError) as err:
+            node.start()
+        assert message in str(err.value)
+    finally:
+        node.close()
+
+
+@pytest.mark.parametrize(("trust_ca", "expected"), [(True, "HEALTHY"), (False, "UNHEALTHY")])
+def test_active_https_checks_verify_against_the_cosocket_trust(
+    uid: str, trust_ca: bool, expected: str
+) -> None:
+    """An ``https`` active check is a cosocket handshake (lua-resty-healthcheck
+    ``sslhandshake(nil, https_sni or host, https_verify_certificate)``): it verifies the chain
+    against ``lua_ssl_trusted_certificate`` and the name against ``https_sni``. A Service's
+    ``ca_certificates`` play no part, so a CA only they name leaves the target unhealthy."""
+    ca = CA(f"checks {uid}")
+    ca_file, _ = ca.pair.files()
+    trusted = f"system,{ca_file}" if trust_ca else "system"
+    with (
+        _TLSUpstream(ca.leaf("llm-api.upstream")) as up,
+        KongNode({"database": "off", "lua_ssl_trusted_certificate": trusted}) as node,
+    ):
+        ca_id = "c3b1a2a4-0000-4000-8000-" + uid.rjust(12, "0")
+        config = {
+            "_format_version": "3.0",
+            "ca_certificates": [{"id": ca_id, "cert": ca.cert}],
+            "upstreams": [
+                {
+                    "name": "llm-api.upstream",
+                    "healthchecks": {
+                        "active": {
+                            "type": "https",
+                            "http_path": "/health",
+                            "https_sni": "llm-api.upstream",
+                            "https_verify_certificate": True,
+                            "healthy": {"interval": 1, "successes": 1},
+                            "unhealthy": {"interval": 1, "tcp_failures": 1},
+                        }
+                    },
+                    "targets": [{"target": f"127.0.0.1:{up.port}"}],
+                }
+            ],
+            "services": [
+                {
+                    "name": "s",
+                    "url": "https://llm-api.upstream/v1",
+                    "tls_verify": True,
+                    "ca_certificates": [ca_id],
+                }
+            ],
+        }
+        assert http("POST", f"{node.admin_url}/config", json=config).status == 201
+        for _ in range(300):  # until two probes have reached the target
+            if len(up.sni) >= 2:
+                break
+            time.sleep(0.05)
+        assert up.sni[:2] == ["llm-api.upstream", "llm-api.upstream"]
+        health = http("GET", f"{node.admin_url}/upstreams/llm-api.upstream/health").json()
+        assert [t["health"] for t in health["data"]] == [expected]

@@ -25,6 +25,7 @@ import random
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,6 +231,7 @@ class Balancer:
                 address.port,
                 self.active,
                 self.upstream.get("host_header") or address.host_header or address.ip,
+                self.owner.trusted_cafile(),
             )
         if isinstance(outcome, int):
             self.report_status(address, outcome, "active")
@@ -237,14 +239,30 @@ class Balancer:
             self.report(address, outcome, "active")
 
 
-async def probe(ip: str, port: int, active: dict[str, Any], host: str) -> int | str:
+def _probe_context(cafile: str | None) -> ssl.SSLContext:
+    """A verifying client context trusting ``cafile`` only (none at all when it holds no
+    certificate: every verification then fails, as with an empty ``.ca_combined``)."""
+    if cafile is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except ssl.SSLError:
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+async def probe(
+    ip: str, port: int, active: dict[str, Any], host: str, cafile: str | None = None
+) -> int | str:
     """One active check (healthcheck.lua run_single_check): a new connection, ``GET <http_path>
     HTTP/1.0`` with ``Host`` (no port) and the configured headers, only the status line read.
-    Returns the status (0 when unparseable) or ``tcp_failures`` / ``timeouts``."""
+    Returns the status (0 when unparseable) or ``tcp_failures`` / ``timeouts``. An ``https``
+    check is a cosocket handshake (``sock:sslhandshake(nil, https_sni or host, verify)``), so
+    it verifies against ``lua_ssl_trusted_certificate`` (``cafile``, Kong's ``.ca_combined``),
+    never against a Service's ``ca_certificates``."""
     timeout = float(active.get("timeout") or 1)
     tls: ssl.SSLContext | None = None
     if active.get("type") == "https":
-        tls = ssl.create_default_context()
+        tls = _probe_context(cafile)
         if not active.get("https_verify_certificate", True):
             tls.check_hostname = False
             tls.verify_mode = ssl.CERT_NONE
@@ -291,8 +309,12 @@ class Balancers:
     """All balancers of one node, by upstream name (what a Service's ``host`` is compared
     with). ``by_name`` is replaced whole on each rebuild so the proxy reads it lock-free."""
 
-    def __init__(self) -> None:
+    def __init__(self, trusted_bundle: Callable[[], str] | None = None) -> None:
         self.by_name: dict[str, Balancer] = {}
+        # The cosockets' trust (lua_ssl_trusted_certificate, <prefix>/.ca_combined), which the
+        # active https checks verify against: written once, again after a reload.
+        self._trusted_bundle = trusted_bundle
+        self._trusted_path: str | None = None
         # Status and counters outlive balancers, as in Kong's kong_healthchecks shm.
         self._status: dict[StatusKey, bool] = {}
         self._counters: dict[StatusKey, Counters] = {}
@@ -303,6 +325,15 @@ class Balancers:
 
     def get(self, name: str) -> Balancer | None:
         return self.by_name.get(name)
+
+    def trusted_cafile(self) -> str | None:
+        if self._trusted_path is None and self._trusted_bundle is not None:
+            self._trusted_path = self._trusted_bundle()
+        return self._trusted_path
+
+    def forget_trust(self) -> None:
+        """After a reload: the next probe reads lua_ssl_trusted_certificate again."""
+        self._trusted_path = None
 
     async def rebuild(
         self,

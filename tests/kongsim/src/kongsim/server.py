@@ -42,6 +42,23 @@ def _read_text(path: str) -> str:
         return fh.read()
 
 
+@web.middleware
+async def _client_certificate_required(request: web.Request, handler: Any) -> web.StreamResponse:
+    """``ssl_verify_client on`` (injected into the Admin API's server block): a request over TLS
+    without a verified client certificate gets nginx's 400 page; plain-HTTP listeners of the
+    same server block are not concerned (nginx checks only SSL connections)."""
+    transport = request.transport
+    sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+    if sslobj is not None and not sslobj.getpeercert(binary_form=True):
+        return web.Response(
+            status=400,
+            text=tls.NO_CLIENT_CERT_PAGE,
+            content_type="text/html",
+            headers={"Server": "openresty", "Connection": "close"},
+        )
+    return await handler(request)
+
+
 class Node:
     """One simulated Kong node (the ``Runtime`` the proxy app is given)."""
 
@@ -68,7 +85,7 @@ class Node:
         self._stopped = asyncio.Event()
         self._access_logs: dict[str, Any] = {}
         # Per-node balancers and health state (the proxy reads ``balancers.by_name``).
-        self.balancers = Balancers()
+        self.balancers = Balancers(lambda: tls.trusted_bundle(self._conf))
         self._event_id = 0
         # The proxy listener's certificates by SNI (certificates and snis entities).
         self.sni_map = tls.SNIMap()
@@ -145,6 +162,9 @@ class Node:
                 if key == "proxy_listeners":
                     # ssl_certificate_by_lua exists only in the proxy server block
                     context.sni_callback = self.sni_map.callback()
+                verification = tls.admin_client_verification(self._conf)
+                if key == "admin_listeners" and verification is not None:
+                    tls.require_client_certificates(context, verification[1])
                 contexts[key] = context
         return contexts
 
@@ -153,6 +173,10 @@ class Node:
         if not listeners:
             return
         context = contexts.get(key)
+        verification = tls.admin_client_verification(self._conf)
+        if key == "admin_listeners" and verification is not None and verification[0] == "on":
+            # outermost: nginx answers before any of Kong's Lua runs
+            app.middlewares.insert(0, _client_certificate_required)
         app.middlewares.append(self._track)
         # aiohttp's own access log is off: the node writes Kong-style access logs itself.
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -234,6 +258,7 @@ class Node:
         self._conf = {**conf, **keep}
         self.dao.enabled_plugins = list(conf["loaded_plugins"])
         await asyncio.to_thread(self._reload_listener_certificates)
+        self.balancers.forget_trust()
         if self.dbless and (
             conf.get("declarative_config") or conf.get("declarative_config_string")
         ):

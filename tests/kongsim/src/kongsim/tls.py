@@ -307,6 +307,46 @@ def listener_conf_problem(conf: Mapping[str, Any], listeners_key: str) -> str | 
     return None
 
 
+# nginx's own page when ``ssl_verify_client on`` finds no client certificate (its 496,
+# NGX_HTTPS_NO_CERT, answered as 400; the Admin API server block has no error_page for it).
+NO_CLIENT_CERT_PAGE = (
+    "<html>\r\n<head><title>400 No required SSL certificate was sent</title></head>\r\n"
+    "<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n"
+    "<center>No required SSL certificate was sent</center>\r\n"
+    "<hr><center>openresty</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+def admin_client_verification(conf: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The injected ``nginx_admin_ssl_verify_client`` (``on``/``optional``) and
+    ``nginx_admin_ssl_client_certificate`` of the Admin API's server block, or None when off.
+    nginx refuses to start with verification on and no CA file (``[emerg] no
+    ssl_client_certificate for ssl_verify_client``) or a CA file it cannot load."""
+    mode = str(conf.get("nginx_admin_ssl_verify_client") or "off").strip()
+    if mode == "off":
+        return None
+    if mode not in ("on", "optional"):
+        raise ConfError(f'invalid value "{mode}" in "ssl_verify_client" directive')
+    ca = str(conf.get("nginx_admin_ssl_client_certificate") or "").strip()
+    if not ca:
+        raise ConfError("no ssl_client_certificate for ssl_verify_client")
+    if not os.path.isfile(ca):
+        raise ConfError(f'SSL_CTX_load_verify_locations("{ca}") failed')
+    return mode, ca
+
+
+def require_client_certificates(context: ssl.SSLContext, ca_file: str) -> None:
+    """Ask every client for a certificate and verify it against ``ca_file``. The handshake
+    succeeds without one (nginx then answers 400 at the HTTP level, see
+    :data:`NO_CLIENT_CERT_PAGE`); a certificate that fails verification ends the handshake here,
+    where nginx would complete it and answer 400 ``The SSL certificate error``."""
+    try:
+        context.load_verify_locations(cafile=ca_file)
+    except (ssl.SSLError, OSError):
+        raise ConfError(f'SSL_CTX_load_verify_locations("{ca_file}") failed') from None
+    context.verify_mode = ssl.CERT_OPTIONAL
+
+
 def _server_base() -> ssl.SSLContext:
     """TLSv1.2+ as Kong's ``intermediate`` suite, HTTP/1.1 only."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
