@@ -162,7 +162,12 @@ class Gateway:
         self.client = httpx.AsyncClient(
             base_url=url,
             timeout=60,
-            limits=httpx.Limits(max_connections=400, max_keepalive_connections=400),
+            # Idle connections are dropped well before uvicorn's 5 s keep-alive timeout closes
+            # them: a request must never go out on a connection the server is closing (a
+            # ReadError on a loaded machine).
+            limits=httpx.Limits(
+                max_connections=400, max_keepalive_connections=400, keepalive_expiry=1.0
+            ),
         )
 
     async def chat(self, model: str, stream: bool = False, **extra: Any) -> httpx.Response:
