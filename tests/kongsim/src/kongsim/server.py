@@ -144,10 +144,19 @@ class Node:
         """nginx re-reads ``ssl_certificate`` files on a reload (new workers): the listeners'
         contexts load the configured pairs again, so new handshakes get the new certificate
         while open connections carry on. A pair that fails to load keeps the old one, as a
-        reload with a bad certificate leaves the old workers serving."""
+        reload with a bad certificate leaves the old workers serving.
+
+        Runs on the event loop's thread, between handshakes (which run there too): a handshake
+        never meets a context whose certificate is new and its key still the old one. The pairs
+        are tried on a scratch context first, so a key that does not match its certificate
+        leaves the served context untouched."""
         for key, context in self._listener_contexts.items():
             try:
-                for cert, cert_key in tls.listener_certificates(self._conf, key):
+                pairs = tls.listener_certificates(self._conf, key)
+                scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                for cert, cert_key in pairs:
+                    scratch.load_cert_chain(cert, cert_key)
+                for cert, cert_key in pairs:
                     context.load_cert_chain(cert, cert_key)
             except (tls.ConfError, ssl.SSLError, OSError) as exc:
                 log.error("reload: %s certificates not reloaded: %s", key, exc)
@@ -257,7 +266,7 @@ class Node:
         }
         self._conf = {**conf, **keep}
         self.dao.enabled_plugins = list(conf["loaded_plugins"])
-        await asyncio.to_thread(self._reload_listener_certificates)
+        self._reload_listener_certificates()
         self.balancers.forget_trust()
         if self.dbless and (
             conf.get("declarative_config") or conf.get("declarative_config_string")
