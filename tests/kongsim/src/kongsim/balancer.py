@@ -222,16 +222,24 @@ class Balancer:
                 due_unhealthy = now + unhealthy_every
                 batch += [a for a in self.addresses if not a.available and a.weight > 0]
             if batch:
-                await asyncio.gather(*(self._probe(a, semaphore) for a in batch))
+                # One probe that fails unexpectedly must not end the checker (Kong's timer
+                # runs again); it is logged.
+                results = await asyncio.gather(
+                    *(self._probe(a, semaphore) for a in batch), return_exceptions=True
+                )
+                for result in results:
+                    if isinstance(result, Exception):
+                        log.error("active health check failed: %r", result)
 
     async def _probe(self, address: Address, semaphore: asyncio.Semaphore) -> None:
+        https = self.active.get("type") == "https"
         async with semaphore:
             outcome = await probe(
                 address.ip,
                 address.port,
                 self.active,
                 self.upstream.get("host_header") or address.host_header or address.ip,
-                self.owner.trusted_cafile(),
+                self.owner.trusted_cafile() if https else None,
             )
         if isinstance(outcome, int):
             self.report_status(address, outcome, "active")
