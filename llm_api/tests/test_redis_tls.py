@@ -5,10 +5,7 @@ that listens with TLS only (no plain port) on loopback, with a certificate from 
 from __future__ import annotations
 
 import datetime
-import shutil
 import ssl
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -27,6 +24,7 @@ from llm_api.quotas import Quotas
 from llm_api.resp import LeanRedis
 from llm_api.usage import collect
 from prometheus_client import CollectorRegistry
+from redis_server import start_redis
 
 PASSWORD = "redis-tls-pass-7731"
 
@@ -115,29 +113,16 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory, tls_files: TlsFiles) -> Iterator[int]:
     """redis-server with TLS only (`port 0`, `tls-port`), a password, no client certificates."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is missing (scripts/setup-host.sh installs it)")
     port = free_port()
-    args = [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
+    args = ["--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
     args += ["--tls-cert-file", str(tls_files.cert), "--tls-key-file", str(tls_files.key)]
     args += ["--tls-ca-cert-file", str(tls_files.ca), "--tls-auth-clients", "no"]
     args += ["--requirepass", PASSWORD, "--save", "", "--appendonly", "no"]
     args += ["--loglevel", "warning", "--dir", str(tmp_path_factory.mktemp("redis-tls-data"))]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     client = redis.Redis(
         port=port, password=PASSWORD, ssl=True, ssl_ca_certs=str(tls_files.ca), socket_timeout=2
     )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("redis-server did not start with TLS") from None
-            time.sleep(0.05)
+    proc = start_redis(args, client)
     yield port
     proc.terminate()
     proc.wait(10)

@@ -4,9 +4,6 @@ redis-server (password, database, scripts, pipelining, one write per loop pass) 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -14,6 +11,7 @@ import pytest
 import redis
 from conftest import free_port
 from llm_api.resp import LeanRedis, ReplyError, _Incomplete, _parse, encode
+from redis_server import start_redis
 
 PASSWORD = "redis-test-pass-0042"
 
@@ -47,25 +45,12 @@ def test_parse_every_reply_type_and_waits_for_what_is_missing() -> None:
 
 @pytest.fixture(scope="module")
 def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is missing (scripts/setup-host.sh installs it)")
     port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     args += ["--appendonly", "no", "--requirepass", PASSWORD, "--loglevel", "warning"]
     args += ["--dir", str(tmp_path_factory.mktemp("redis-auth"))]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     client = redis.Redis(port=port, password=PASSWORD)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("redis-server did not start") from None
-            time.sleep(0.05)
+    proc = start_redis(args, client)
     yield port
     proc.terminate()
     proc.wait(10)
