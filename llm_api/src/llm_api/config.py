@@ -171,6 +171,7 @@ class QuotasSection(BaseModel):
     redis_timeout: float = Field(0.5, gt=0, le=10)
     key_prefix: str = Field("llm_api", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     usage_retention_days: PositiveInt = 400
+    lease_share: float = Field(1 / 16, ge=0, le=0.5)
 
 
 class ConfigFile(BaseModel):
@@ -198,6 +199,8 @@ class QuotaConfig:
     usage_retention_days: int
     redis_ca_file: str | None = None
     """For rediss://: the CA certificates (PEM) Redis's certificate is verified against."""
+    lease_share: float = 1 / 16
+    """The share of a window's remaining tokens a replica may hold as a lease (0: none)."""
 
     def limits(self, consumer: str) -> TokenLimits:
         return self.consumers.get(consumer, self.default)
@@ -446,6 +449,7 @@ def _quotas(raw: QuotasSection | None, source: str, env: dict[str, str]) -> Quot
         key_prefix=raw.key_prefix,
         usage_retention_days=raw.usage_retention_days,
         redis_ca_file=raw.redis_ca_file,
+        lease_share=raw.lease_share,
     )
 
 

@@ -8,15 +8,23 @@ provider's real usage (released when nothing was served, kept whole when the usa
 a stream cut short, a client gone). Windows are the UTC minute and the UTC day of Redis's clock,
 so replicas with skewed clocks still share one window.
 
-The same settlement adds the real usage to per-day totals in Redis (`llm-api usage` prints them)
-and to Prometheus counters, with the cost from LiteLLM's local cost map (`pricing.py`).
+Leases: far from its limit, a consumer does not need Redis on every request. When a reservation
+fits, the script also reserves a lease for the replica (up to LEASE_REQUESTS more requests of
+that size, at most `lease_share` of what each limited window has left, and only when it covers
+one more such request). The replica then serves that consumer's requests from the lease and
+settles them into it, without a Redis call; the lease ends with its window or after
+LEASE_SECONDS, and what it did not use goes back to Redis. Every leased token is counted in
+Redis, so the limit still holds exactly across replicas; close to the limit leases shrink to
+nothing and each request reserves and settles in Redis, its settlement queued as the answer's
+last bytes leave, so that the client's next request, through any replica, finds the unused
+tokens returned.
+
+Usage (tokens in and out, cost from LiteLLM's local cost map, `pricing.py`) is added up per
+consumer, day and model and written to Redis's per-day totals every FLUSH_SECONDS and at
+shutdown (`llm-api usage` prints them); a batch Redis cannot take is kept for the next one.
 
 Redis is spoken to through `resp.LeanRedis` (one pipelined connection, the script preloaded,
-EVALSHA): the reservation is the only round trip a request waits for. The settlement is queued
-as the answer's last bytes leave and goes out in the same pass of the event loop (with the other
-requests' commands of that pass, in one write); a callback handles its reply, which nobody waits
-for. A client's next request, through any replica, finds the unused tokens returned instead of
-being refused while the quota has room.
+EVALSHA); nobody waits for the replies of settlements, lease returns and usage batches.
 """
 
 from __future__ import annotations
@@ -45,24 +53,54 @@ MINUTE_MS, DAY_MS = 60_000, 86_400_000
 # After a Redis failure, requests skip Redis for this long (no per-request connect timeouts
 # while it is down); then the next request tries again, so counting resumes by itself.
 BACKOFF_SECONDS = 1.0
+# A lease asks for this many more requests of the size of the one that takes it (bounded by the
+# config's lease_share of what is left), and lives at most this long.
+LEASE_REQUESTS = 32
+LEASE_SECONDS = 2.0
+# The usage totals go to Redis this often (and at shutdown), one call per consumer and day.
+FLUSH_SECONDS = 1.0
 
 # KEYS[1]: the consumer's quota key prefix; KEYS[2]: its usage key prefix (a day is appended).
-# reserve: ARGV = 'reserve', amount, minute limit, day limit (0 = none)
+# reserve: ARGV = 'reserve', amount, minute limit, day limit (0 = none), lease wanted, lease share
 #   -> {allowed, minute window, day window, remaining/min, reset ms/min, remaining/day,
-#       reset ms/day, denied window (0 none, 1 minute, 2 day)}; remaining is -1 without a limit.
+#       reset ms/day, denied window (0 none, 1 minute, 2 day), lease granted}; remaining is -1
+#   without a limit. Once the amount fits, up to `lease wanted` more tokens are reserved as the
+#   replica's lease, at most `lease share` of what every limited window has left after it, and
+#   only when that covers another request as large (otherwise none).
 # settle: ARGV = 'settle', minute window, day window (-1 = the current ones), delta, minute
-#   limited, day limited, day (YYYY-MM-DD or ''), model, tokens in, out, cost ('' = unknown),
-#   retention seconds -> 1
+#   limited, day limited -> 1 (a window never goes below zero)
+# account: ARGV = 'account', day (YYYY-MM-DD), retention seconds, then per model: model,
+#   requests, tokens in, out, cost ('' = none priced), unpriced requests -> 1
 SCRIPT = """
 local op = ARGV[1]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local spans = {60000, 86400000}
 local tags = {':m:', ':d:'}
+if op == 'account' then
+  local key = KEYS[2] .. ':' .. ARGV[2]
+  local fresh = redis.call('EXISTS', key) == 0
+  for j = 4, #ARGV, 6 do
+    local model = ARGV[j]
+    redis.call('HINCRBY', key, model .. '\\trequests', tonumber(ARGV[j + 1]))
+    redis.call('HINCRBY', key, model .. '\\tin', tonumber(ARGV[j + 2]))
+    redis.call('HINCRBY', key, model .. '\\tout', tonumber(ARGV[j + 3]))
+    if ARGV[j + 4] ~= '' then
+      redis.call('HINCRBYFLOAT', key, model .. '\\tcost', ARGV[j + 4])
+    end
+    if ARGV[j + 5] ~= '0' then
+      redis.call('HINCRBY', key, model .. '\\tunpriced', tonumber(ARGV[j + 5]))
+    end
+  end
+  if fresh then
+    redis.call('EXPIRE', key, tonumber(ARGV[3]))
+  end
+  return 1
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if op == 'reserve' then
   local amount = tonumber(ARGV[2])
   local limits = {tonumber(ARGV[3]), tonumber(ARGV[4])}
-  local out = {1, 0, 0, -1, 0, -1, 0, 0}
+  local out = {1, 0, 0, -1, 0, -1, 0, 0, 0}
   local keys, used = {}, {}
   for i = 1, 2 do
     local win = math.floor(now / spans[i])
@@ -80,10 +118,24 @@ if op == 'reserve' then
       end
     end
   end
+  local lease = tonumber(ARGV[5])
+  if out[1] == 1 and lease > 0 then
+    local share = tonumber(ARGV[6])
+    for i = 1, 2 do
+      if keys[i] then
+        lease = math.min(lease, math.floor((limits[i] - used[i]) * share))
+      end
+    end
+    if lease >= amount then
+      out[9] = lease
+    end
+  end
   for i = 1, 2 do
     if keys[i] then
       if out[1] == 0 then
         used[i] = redis.call('DECRBY', keys[i], amount)
+      elseif out[9] > 0 then
+        used[i] = redis.call('INCRBY', keys[i], out[9])
       end
       out[2 + 2 * i] = math.max(limits[i] - used[i], 0)
     end
@@ -104,21 +156,6 @@ for i = 1, 2 do
     end
   end
 end
-local day = ARGV[7]
-if day ~= '' then
-  local key = KEYS[2] .. ':' .. day
-  local model = ARGV[8]
-  if redis.call('HINCRBY', key, model .. '\\trequests', 1) == 1 then
-    redis.call('EXPIRE', key, tonumber(ARGV[12]))
-  end
-  redis.call('HINCRBY', key, model .. '\\tin', tonumber(ARGV[9]))
-  redis.call('HINCRBY', key, model .. '\\tout', tonumber(ARGV[10]))
-  if ARGV[11] == '' then
-    redis.call('HINCRBY', key, model .. '\\tunpriced', 1)
-  else
-    redis.call('HINCRBYFLOAT', key, model .. '\\tcost', ARGV[11])
-  end
-end
 return 1
 """
 
@@ -133,6 +170,31 @@ class QuotaUnavailable(ApiError):
         )
 
 
+_Usage = tuple[tuple[str, str], dict[str, list[Any]]]
+"""Usage totals of one consumer and day: ((consumer, day), model -> [requests, tokens in,
+tokens out, cost or None, unpriced requests])."""
+
+
+@dataclass
+class Lease:
+    """Tokens a replica holds for one consumer, reserved in Redis in both of its limited windows,
+    that it hands to that consumer's requests without a Redis call until it expires."""
+
+    minute: int
+    day: int
+    limited_minute: bool
+    limited_day: bool
+    available: int
+    expires: float
+    """time.monotonic() after which the lease serves no request (its windows' end, or sooner)."""
+    remaining_minute: int
+    remaining_day: int
+    """What Redis had left in each window when the lease was granted, the lease excluded."""
+    reset_minute: float
+    reset_day: float
+    """time.monotonic() of each window's end."""
+
+
 @dataclass
 class Reservation:
     """What a request holds in Redis between `reserve` and `settle`."""
@@ -145,6 +207,8 @@ class Reservation:
     limited_day: bool = False
     missed: bool = False
     """Redis could not be asked (on_redis_error: allow): nothing was reserved."""
+    lease: Lease | None = None
+    """The replica's lease the amount came from (None: reserved in Redis for this request)."""
 
 
 def reset_text(ms: int) -> str:
@@ -169,7 +233,7 @@ def usage_day(day_window: int) -> str:
 
 
 class Quotas:
-    """Reserve, settle, account; one per app (its Redis connection pool lives in the lifespan)."""
+    """Reserve, settle, account; one per app (its Redis connection lives in the lifespan)."""
 
     def __init__(self, config: Config, registry: CollectorRegistry) -> None:
         self.config: QuotaConfig | None = config.quotas
@@ -180,7 +244,16 @@ class Quotas:
         self._down_until = 0.0
         self._key_cache: dict[str, list[str]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
-        """Settlements under way (their replies not yet handled)."""
+        """Redis calls under way that nobody awaits (settlements, lease returns, accounting)."""
+        self._leases: dict[str, Lease] = {}
+        self._orphans: list[tuple[str, Lease]] = []
+        """Leases dropped when Redis failed, to return once it answers again."""
+        self._leasing: dict[str, asyncio.Future[None]] = {}
+        """Consumers whose lease request is on its way to Redis: done when it has come back."""
+        self._usage: dict[tuple[str, str], dict[str, list[Any]]] = {}
+        """Accounting not yet written: (consumer, day) -> model -> [requests, in, out, cost or
+        None, unpriced]."""
+        self._flusher: asyncio.Task[None] | None = None
         self.misses = Counter(
             "llm_api_quota_misses",
             "Requests served without a quota check or accounting because Redis failed "
@@ -221,23 +294,54 @@ class Quotas:
             self.config.redis_timeout,
             (SCRIPT,),
             ca_file=self.config.redis_ca_file,
+            on_lost=self._drop_leases,
         )
         try:  # connected (and the script loaded) before the first request, when Redis is up
             await self.redis.connect()
         except (ReplyError, OSError):
             self._redis_failed("connect")
+        self._flusher = asyncio.ensure_future(self._flush_loop())
 
     async def drain(self) -> None:
-        """Wait until every settlement under way has been answered (or has failed)."""
+        """Wait until every Redis call under way has been answered (or has failed)."""
         while self._tasks:
             await asyncio.wait(list(self._tasks))
 
+    async def sync(self) -> None:
+        """Return every lease's unused tokens, write the accounting and wait for both: Redis
+        then holds exactly what the answers used (at shutdown, and for tests)."""
+        for consumer in list(self._leases):
+            self._return_lease(consumer)
+        self._return_orphans()
+        self._flush_usage()
+        await self.drain()
+
     async def stop(self) -> None:
-        if self._tasks:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.drain(), 5)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
         if self.redis is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.sync(), 5)
+            if self._usage:
+                self.misses.labels("account").inc(
+                    sum(u[0] for per in self._usage.values() for u in per.values())
+                )
+                log.warning("usage not written: redis unavailable at shutdown")
             await self.redis.aclose()
+
+    async def _flush_loop(self) -> None:
+        """Every FLUSH_SECONDS: the accounting written, expired leases returned."""
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            now = time.monotonic()
+            for consumer, lease in list(self._leases.items()):
+                if now >= lease.expires:
+                    self._return_lease(consumer)
+            self._return_orphans()
+            self._flush_usage()
 
     async def _eval(self, keys_args: list[Any]) -> Any:
         """Run the script (EVALSHA; EVAL when Redis lost its script cache, e.g. SCRIPT FLUSH)."""
@@ -273,6 +377,22 @@ class Quotas:
         if self._redis_ok():
             log.warning("redis unavailable", extra={"fields": {"operation": operation}})
         self._down_until = time.monotonic() + BACKOFF_SECONDS
+        self._drop_leases()
+
+    def _return_orphans(self) -> None:
+        if self._orphans and self.redis is not None and self.redis.connected and self._redis_ok():
+            orphans, self._orphans = self._orphans, []
+            for consumer, lease in orphans:
+                self._send_settle(consumer, lease.minute, lease.day, -lease.available, lease)
+
+    def _drop_leases(self) -> None:
+        """Redis failed or the connection was lost: no request is served from a lease until
+        Redis answers again (on_redis_error applies to them); what the leases did not use goes
+        back once it is connected again (if Redis kept its data, those tokens are not lost)."""
+        for consumer, lease in self._leases.items():
+            if lease.available > 0:
+                self._orphans.append((consumer, lease))
+        self._leases.clear()
 
     def estimate(self, body: dict[str, Any], chat: bool) -> int:
         assert self.config is not None
@@ -298,11 +418,29 @@ class Quotas:
         tpm, tpd = limits.tokens_per_minute or 0, limits.tokens_per_day or 0
         if not tpm and not tpd:
             return res, []
-        res.amount = self.estimate(body, chat)
+        res.amount = amount = self.estimate(body, chat)
+        res.limited_minute, res.limited_day = bool(tpm), bool(tpd)
+        served = self._from_lease(res, tpm, tpd)
+        if served is not None:
+            return res, served
+        pending = self._leasing.get(consumer)
+        if pending is not None:
+            # A lease for this consumer is on its way: wait for it rather than asking Redis too.
+            await asyncio.shield(pending)
+            served = self._from_lease(res, tpm, tpd)
+            if served is not None:
+                return res, served
+        # One lease request per consumer at a time; the others reserve just their own amount.
+        leasing = bool(cfg.lease_share) and consumer not in self._leasing
+        want = amount * LEASE_REQUESTS if leasing else 0
+        if leasing:
+            self._leasing[consumer] = asyncio.get_running_loop().create_future()
         try:
             if not self._redis_ok():
                 raise ConnectionError("redis backing off")
-            out = await self._eval([*self._keys(consumer), "reserve", res.amount, tpm, tpd])
+            out = await self._eval(
+                [*self._keys(consumer), "reserve", amount, tpm, tpd, want, cfg.lease_share]
+            )
         except (ReplyError, OSError):
             self._redis_failed("reserve")
             if cfg.on_redis_error == "deny":
@@ -310,32 +448,74 @@ class Quotas:
             self.misses.labels("reserve").inc()
             res.missed = True
             res.amount = 0
-            res.limited_minute, res.limited_day = bool(tpm), bool(tpd)
             return res, []
+        finally:
+            if leasing:
+                self._leasing.pop(consumer).set_result(None)
         allowed, res.minute, res.day = int(out[0]), int(out[1]), int(out[2])
-        rem_m, reset_m, rem_d, reset_d, denied = (int(v) for v in out[3:8])
-        # The headers speak of the tighter window: the minute's, unless the day has less left.
-        if tpm and (not tpd or rem_m <= rem_d) and denied != 2:
-            headers = _headers(tpm, rem_m, reset_m)
-        else:
-            headers = _headers(tpd, rem_d, reset_d)
+        rem_m, reset_m, rem_d, reset_d, denied, granted = (int(v) for v in out[3:9])
         if not allowed:
             window = "minute" if denied == 1 else "day"
             self.rejections.labels(self._label(consumer), window).inc()
             limit = tpm if denied == 1 else tpd
             reset = reset_m if denied == 1 else reset_d
+            headers = _tighter(tpm, tpd, rem_m, rem_d, reset_m, reset_d, denied)
             raise ApiError(
                 429,
                 f"Rate limit reached for tokens per {window}: limit {limit}, remaining "
-                f"{rem_m if denied == 1 else rem_d}, requested {res.amount}. Please try again "
+                f"{rem_m if denied == 1 else rem_d}, requested {amount}. Please try again "
                 f"in {reset_text(reset)}.",
                 "tokens",
                 "rate_limit_exceeded",
                 headers={k.decode(): v.decode() for k, v in headers}
                 | {"Retry-After": str(max(1, math.ceil(reset / 1000)))},
             )
-        res.limited_minute, res.limited_day = bool(tpm), bool(tpd)
-        return res, headers
+        if granted and self.redis is not None and self.redis.connected:
+            self._lease(consumer, res, granted, (rem_m, reset_m, rem_d, reset_d))
+            rem_m, rem_d = rem_m + granted if tpm else rem_m, rem_d + granted if tpd else rem_d
+        return res, _tighter(tpm, tpd, rem_m, rem_d, reset_m, reset_d, 0)
+
+    def _from_lease(self, res: Reservation, tpm: int, tpd: int) -> list[tuple[bytes, bytes]] | None:
+        """Take `res.amount` from the consumer's lease: its headers, or None (no lease, expired
+        (then returned), or too little left)."""
+        lease = self._leases.get(res.consumer)
+        if lease is None:
+            return None
+        now = time.monotonic()
+        if now >= lease.expires:
+            self._return_lease(res.consumer)  # goes out in the same write as what follows
+            return None
+        if lease.available < res.amount:
+            return None
+        lease.available -= res.amount
+        res.minute, res.day, res.lease = lease.minute, lease.day, lease
+        rem_m = lease.remaining_minute + lease.available
+        rem_d = lease.remaining_day + lease.available
+        reset_m = int((lease.reset_minute - now) * 1000)
+        reset_d = int((lease.reset_day - now) * 1000)
+        return _tighter(tpm, tpd, rem_m, rem_d, reset_m, reset_d, 0)
+
+    def _lease(
+        self, consumer: str, res: Reservation, granted: int, seen: tuple[int, int, int, int]
+    ) -> None:
+        """Hold `granted` tokens for `consumer`: added to its lease when that is of the same
+        windows (requests that took from it still settle into it), else a new lease."""
+        rem_m, reset_m, rem_d, reset_d = seen
+        now = time.monotonic()
+        ends = [reset_m] * res.limited_minute + [reset_d] * res.limited_day
+        # A lease ends with the first of its windows, and after LEASE_SECONDS anyway: what it
+        # did not use goes back to Redis, for every replica.
+        expires = now + min(LEASE_SECONDS, min(ends) / 1000)
+        lease = self._leases.get(consumer)
+        if lease is None or (lease.minute, lease.day) != (res.minute, res.day):
+            self._return_lease(consumer)
+            lease = self._leases[consumer] = Lease(
+                res.minute, res.day, res.limited_minute, res.limited_day, 0, 0, 0, 0, 0, 0
+            )
+        lease.available += granted
+        lease.expires = expires
+        lease.remaining_minute, lease.remaining_day = rem_m, rem_d
+        lease.reset_minute, lease.reset_day = now + reset_m / 1000, now + reset_d / 1000
 
     def settle(
         self,
@@ -346,10 +526,13 @@ class Quotas:
         tokens_out: int | None,
         cost: float | None,
     ) -> None:
-        """Settle `res` to the real usage and account it, in a task (off the response's path).
+        """Settle `res` to the real usage and account it, without waiting for Redis.
 
         `served`: an answer went out (status 200). Without usage from the provider the
-        reservation is kept whole; when nothing was served it is released.
+        reservation is kept whole; when nothing was served it is released. Into the replica's
+        lease when the amount came from it and it is still current (no Redis call); otherwise
+        queued for Redis at once, so that the client's next request, through any replica, finds
+        the unused tokens returned.
         """
         if self.config is None:
             return
@@ -362,76 +545,135 @@ class Quotas:
         else:
             actual = res.amount
             self.unsettled.labels(self._label(res.consumer)).inc()
+        if served and known:
+            self._account(res, model, tin, tout, cost)
         delta = actual - res.amount
-        account = served and known
-        if not account and (delta == 0 or not (res.limited_minute or res.limited_day)):
+        if delta == 0 or not (res.limited_minute or res.limited_day):
             return
-        keys_args = self._settle_args(res, model, delta, account, tin, tout, cost)
+        lease = res.lease
+        if lease is not None and self._leases.get(res.consumer) is lease:
+            lease.available -= delta
+            if lease.available >= 0:
+                return
+            delta, lease.available = -lease.available, 0  # an overrun beyond the lease
+        self._send_settle(res.consumer, res.minute, res.day, delta, res)
+
+    def _send_settle(
+        self, consumer: str, minute: int, day: int, delta: int, limited: Reservation | Lease
+    ) -> None:
+        keys_args = [
+            *self._keys(consumer),
+            "settle",
+            minute,
+            day,
+            delta,
+            "1" if limited.limited_minute else "0",
+            "1" if limited.limited_day else "0",
+        ]
+        self._send(keys_args, "settle", None)
+
+    def _return_lease(self, consumer: str) -> None:
+        lease = self._leases.pop(consumer, None)
+        if lease is not None and lease.available > 0:
+            self._send_settle(consumer, lease.minute, lease.day, -lease.available, lease)
+
+    def _send(self, keys_args: list[Any], operation: str, usage: _Usage | None) -> None:
+        """Queue a script call whose reply nobody waits for (it goes out at the end of this
+        pass of the event loop, with the other commands of the pass, in one write). `usage`:
+        the totals an `account` call writes, kept for the next flush if it fails."""
         redis = self.redis
         if redis is None or not self._redis_ok():
-            self._settle_failed()
+            self._send_failed(operation, usage, skipped=True)
         elif redis.connected:  # queued; its reply handled by a callback: no task, no wait
-            self._track(redis.send("EVALSHA", self._sha, 2, *keys_args), keys_args, True)
+            fut = redis.send("EVALSHA", self._sha, 2, *keys_args)
+            self._tasks.add(fut)
+            fut.add_done_callback(lambda done: self._sent(done, keys_args, operation, usage))
         else:
-            task = asyncio.ensure_future(self._settle_connecting(keys_args))
+            task = asyncio.ensure_future(self._send_connecting(keys_args, operation, usage))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _track(self, fut: asyncio.Future[Any], keys_args: list[Any], retry: bool) -> None:
-        self._tasks.add(fut)
-        fut.add_done_callback(lambda done: self._settled(done, keys_args, retry))
-
-    def _settled(self, fut: asyncio.Future[Any], keys_args: list[Any], retry: bool) -> None:
+    def _sent(
+        self, fut: asyncio.Future[Any], keys_args: list[Any], operation: str, usage: _Usage | None
+    ) -> None:
         exc = ConnectionError("cancelled") if fut.cancelled() else fut.exception()
         redis = self.redis
-        if isinstance(exc, ReplyError) and exc.noscript and retry and redis and redis.connected:
-            # Redis lost its script cache: this settlement goes again with the script itself.
-            self._track(redis.send("EVAL", SCRIPT, 2, *keys_args), keys_args, False)
+        if isinstance(exc, ReplyError) and exc.noscript and redis and redis.connected:
+            # Redis lost its script cache: this call goes again with the script itself.
+            again = redis.send("EVAL", SCRIPT, 2, *keys_args)
+            self._tasks.add(again)
+            again.add_done_callback(lambda done: self._sent(done, [], operation, usage))
             exc = None
         if exc is not None:
-            self._settle_failed()
+            self._send_failed(operation, usage)
         self._tasks.discard(fut)
 
-    async def _settle_connecting(self, keys_args: list[Any]) -> None:
+    async def _send_connecting(
+        self, keys_args: list[Any], operation: str, usage: _Usage | None
+    ) -> None:
         try:
             await self._eval(keys_args)
         except (ReplyError, OSError):
-            self._settle_failed()
+            self._send_failed(operation, usage)
 
-    def _settle_failed(self) -> None:
-        self._redis_failed("settle")
-        self.misses.labels("settle").inc()
+    def _send_failed(self, operation: str, usage: _Usage | None, skipped: bool = False) -> None:
+        """`skipped`: not tried (Redis is backing off): the back-off is not extended."""
+        if skipped:
+            self.redis_errors.labels(operation).inc()
+        else:
+            self._redis_failed(operation)
+        if usage is None:
+            self.misses.labels(operation).inc()
+            return
+        # The totals are kept, and written with the next flush: nothing lost.
+        key, per_model = usage
+        mine = self._usage.setdefault(key, {})
+        for model, (requests, tin, tout, cost, unpriced) in per_model.items():
+            row = mine.setdefault(model, [0, 0, 0, None, 0])
+            row[0] += requests
+            row[1] += tin
+            row[2] += tout
+            if cost is not None:
+                row[3] = cost + (row[3] or 0.0)
+            row[4] += unpriced
 
-    def _settle_args(
-        self,
-        res: Reservation,
-        model: str,
-        delta: int,
-        account: bool,
-        tin: int,
-        tout: int,
-        cost: float | None,
-    ) -> list[Any]:
-        cfg = self.config
-        assert cfg is not None
-        day = "" if not account else (usage_day(res.day) if res.day >= 0 else "today")
-        args = [
-            "settle",
-            res.minute,
-            res.day,
-            delta,
-            "1" if res.limited_minute else "0",
-            "1" if res.limited_day else "0",
-            day,
-            model,
-            tin,
-            tout,
-            "" if cost is None else repr(cost),
-            cfg.usage_retention_days * 86400,
-        ]
-        if day == "today":
-            args[6] = datetime.now(UTC).strftime("%Y-%m-%d")
-        return [*self._keys(res.consumer), *args]
+    def _account(
+        self, res: Reservation, model: str, tin: int, tout: int, cost: float | None
+    ) -> None:
+        """Add an answer's usage to what the next flush writes to the per-day totals."""
+        day = usage_day(res.day) if res.day >= 0 else datetime.now(UTC).strftime("%Y-%m-%d")
+        per_model = self._usage.setdefault((res.consumer, day), {})
+        row = per_model.get(model)
+        if row is None:
+            row = per_model[model] = [0, 0, 0, None, 0]
+        row[0] += 1
+        row[1] += tin
+        row[2] += tout
+        if cost is None:
+            row[4] += 1
+        else:
+            row[3] = cost if row[3] is None else row[3] + cost
+
+    def _flush_usage(self) -> None:
+        """One `account` call per consumer and day, queued together (one write)."""
+        assert self.config is not None
+        usage, self._usage = self._usage, {}
+        retention = self.config.usage_retention_days * 86400
+        for (consumer, day), per_model in usage.items():
+            args: list[Any] = [*self._keys(consumer), "account", day, retention]
+            for model, (requests, tin, tout, cost, unpriced) in per_model.items():
+                args += [model, requests, tin, tout, "" if cost is None else repr(cost), unpriced]
+            self._send(args, "account", ((consumer, day), per_model))
+
+
+def _tighter(
+    tpm: int, tpd: int, rem_m: int, rem_d: int, reset_m: int, reset_d: int, denied: int
+) -> list[tuple[bytes, bytes]]:
+    """The headers speak of the tighter window: the minute's, unless the day has less left (or
+    the day is the window that refused)."""
+    if tpm and (not tpd or rem_m <= rem_d) and denied != 2:
+        return _headers(tpm, rem_m, reset_m)
+    return _headers(tpd, rem_d, reset_d)
 
 
 def _headers(limit: int, remaining: int, reset_ms: int) -> list[tuple[bytes, bytes]]:

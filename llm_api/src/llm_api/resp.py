@@ -28,6 +28,7 @@ import asyncio
 import collections
 import hashlib
 import ssl
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -185,7 +186,8 @@ class LeanRedis:
 
     `scripts`: Lua scripts loaded on every new connection; `script_sha(script)` names them for
     EVALSHA. `ca_file`: for rediss://, the CA certificates (PEM) the server's certificate is
-    verified against instead of the system's trust store.
+    verified against instead of the system's trust store. `on_lost`: called when an open
+    connection is lost (or failed).
     """
 
     def __init__(
@@ -194,8 +196,10 @@ class LeanRedis:
         timeout: float,
         scripts: tuple[str, ...] = (),
         ca_file: str | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.timeout = timeout
+        self.on_lost = on_lost
         self.ca_file = ca_file
         self.scripts = scripts
         self._url = url
@@ -293,6 +297,8 @@ class LeanRedis:
     def _lost(self, conn: _Protocol) -> None:
         if self._conn is conn:
             self._conn = None
+            if self.on_lost is not None:
+                self.on_lost()
 
     async def aclose(self) -> None:
         if self._connecting is not None and not self._connecting.done():
