@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # `make test`: every suite, as CI runs it, in two lanes on the two cores. Molecule is mostly
 # waiting on its containers, so the role scenarios (after the playbook checks and the simulator's
-# suite) run beside lint and the llm_api and collection suites, which keep a core busy; the two
-# end-to-end scenarios then run side by side, once all of those have passed:
+# suite) run beside lint and the llm_api and collection suites, which keep a core busy. Each lane
+# then goes on with one end-to-end scenario, once its own suites have passed (no barrier between
+# the lanes: the first lane, done earlier, starts the longer one):
 # `default` as the README's container quick start, run as written
-# (scripts/test-readme-containers.sh).
+# (scripts/test-readme-containers.sh), and `dbless`.
 # Ends with one summary line over every suite's report (build/test-results).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +17,8 @@ start=$(date +%s)
 run() {
   scripts/build-artifacts.sh &&
     scripts/lanes.sh \
-      "units=make --no-print-directory lint test-readme test-llm-api test-collection" \
-      "roles=make --no-print-directory test-playbooks test-kongsim && scripts/test-molecule.sh kong llm_api kong_gateway" &&
-    scripts/lanes.sh \
-      "default=scripts/test-readme-containers.sh" \
-      "dbless=scripts/test-molecule.sh dbless"
+      "units=make --no-print-directory lint test-readme test-llm-api test-collection && scripts/test-readme-containers.sh" \
+      "roles=make --no-print-directory test-playbooks test-kongsim && scripts/test-molecule.sh kong llm_api kong_gateway dbless"
 }
 
 run
