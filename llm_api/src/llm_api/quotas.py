@@ -247,7 +247,10 @@ class Quotas:
         """Redis calls under way that nobody awaits (settlements, lease returns, accounting)."""
         self._leases: dict[str, Lease] = {}
         self._orphans: list[tuple[str, Lease]] = []
-        """Leases dropped when Redis failed, to return once it answers again."""
+        self._orphans_run_id = ""
+        """Leases dropped when Redis failed, to return once it answers again, if it is the same
+        Redis server run (a restarted one counts none of them: returning them would take other
+        requests' tokens off its counters)."""
         self._leasing: dict[str, asyncio.Future[None]] = {}
         """Consumers whose lease request is on its way to Redis: done when it has come back."""
         self._usage: dict[tuple[str, str], dict[str, list[Any]]] = {}
@@ -380,15 +383,23 @@ class Quotas:
         self._drop_leases()
 
     def _return_orphans(self) -> None:
-        if self._orphans and self.redis is not None and self.redis.connected and self._redis_ok():
-            orphans, self._orphans = self._orphans, []
-            for consumer, lease in orphans:
-                self._send_settle(consumer, lease.minute, lease.day, -lease.available, lease)
+        redis = self.redis
+        if not self._orphans or redis is None or not redis.connected or not self._redis_ok():
+            return
+        orphans, self._orphans = self._orphans, []
+        if redis.run_id != self._orphans_run_id or not redis.run_id:
+            return
+        for consumer, lease in orphans:
+            self._send_settle(consumer, lease.minute, lease.day, -lease.available, lease)
 
     def _drop_leases(self) -> None:
         """Redis failed or the connection was lost: no request is served from a lease until
         Redis answers again (on_redis_error applies to them); what the leases did not use goes
         back once it is connected again (if Redis kept its data, those tokens are not lost)."""
+        if self._leases and self.redis is not None:
+            if self._orphans_run_id != self.redis.run_id:
+                self._orphans = []
+            self._orphans_run_id = self.redis.run_id
         for consumer, lease in self._leases.items():
             if lease.available > 0:
                 self._orphans.append((consumer, lease))
