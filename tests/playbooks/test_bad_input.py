@@ -1,63 +1,44 @@
 """playbooks/site.yml refuses bad inventories before anything changes, naming the variable.
 
-Each case writes a small inventory of local hosts and runs the real site.yml in check mode: the
-first play ("Check the inventory before anything changes") must fail with a message naming the
-variable to fix, and no task may have run in a later play.
+Each case writes a small inventory of local hosts and runs the real site.yml in check mode: one
+of the plays that only check (the gateways', llm_api's and Redis's inputs) must fail with a
+message naming the variable to fix, and no task may have run in a later play.
 """
 
 from __future__ import annotations
 
-import datetime
 import sys
 
 import pytest
-from conftest import ROOT, RunPlaybook
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from conftest import ROOT, RunPlaybook, assert_refused, pem_pair
 
 FIRST_PLAY = "Check the inventory before anything changes"
-# The plays that only check (the gateways', then llm_api's inputs); nothing after them may run.
-CHECK_PLAYS = (FIRST_PLAY, "Check llm_api's inputs before anything changes")
+# The plays that only check (the gateways', llm_api's, then Redis's inputs); nothing after them
+# may run.
+CHECK_PLAYS = (
+    FIRST_PLAY,
+    "Check llm_api's inputs before anything changes",
+    "Check Redis's inputs before anything changes",
+)
 
 GOOD_LLM = {"llm1": {"llm_api_listen_host": "10.0.2.21", "llm_api_listen_port": 8080}}
 
 
-def inventory(llm_hosts: dict, gateway_vars: dict | None = None) -> dict:
+def inventory(
+    llm_hosts: dict, gateway_vars: dict | None = None, redis_hosts: dict | None = None
+) -> dict:
+    children = {
+        "gateways": {"hosts": {"gw1": gateway_vars or {}}},
+        "llm_api": {"hosts": llm_hosts},
+    }
+    if redis_hosts is not None:
+        children["redis"] = {"hosts": redis_hosts}
     return {
         "all": {
             "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
-            "children": {
-                "gateways": {"hosts": {"gw1": gateway_vars or {}}},
-                "llm_api": {"hosts": llm_hosts},
-            },
+            "children": children,
         }
     }
-
-
-def pem_pair(name: str, days: tuple[int, int] = (-1, 30)) -> tuple[str, str]:
-    """A self-signed certificate for `name` valid from now+days[0] to now+days[1], and its key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now + datetime.timedelta(days=days[0]))
-        .not_valid_after(now + datetime.timedelta(days=days[1]))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
 
 
 GW_CERT, GW_KEY = pem_pair("gw1")
@@ -70,6 +51,8 @@ def tls(**gateway_vars: object) -> dict:
 
 
 DB_CERT, DB_KEY = pem_pair("db1")
+# For db1 and the address the gateways connect to (kong_pg_host).
+PG_CERT, PG_KEY = pem_pair("db1", "10.0.3.31")
 
 
 def postgres(**gateway_vars: object) -> dict:
@@ -84,10 +67,52 @@ def postgres(**gateway_vars: object) -> dict:
 
 
 LLM_CERT, LLM_KEY = pem_pair("llm-api.upstream")
+# A certificate for every name of llm_api_tls_names (llm1, its address, the upstream's name).
+LLM_GOOD_CERT, LLM_GOOD_KEY = pem_pair("llm1", "10.0.2.21", "llm-api.upstream")
+LLM_VAULT = {
+    "llm_api_tls_cert": LLM_GOOD_CERT,
+    "llm_api_tls_key": LLM_GOOD_KEY,
+    "llm_api_tls_ca_cert": LLM_GOOD_CERT,
+}
 
 
 def llm_tls(**llm_vars: str) -> dict:
     return inventory({"llm1": {**GOOD_LLM["llm1"], **llm_vars}})
+
+
+# Redis on r1 (10.0.3.41), with TLS and a certificate from the vault for its names; Kong's rate
+# limits and llm_api's quotas there, over TLS.
+REDIS_CERT, REDIS_KEY = pem_pair("r1", "10.0.3.41")
+REDIS_OLD_CERT, REDIS_OLD_KEY = pem_pair("r1", "10.0.3.41", days=(-60, -1))
+REDIS_URL = "rediss://:a-redis-password-for-the-test@10.0.3.41:6379/0"
+
+
+def redis_tls(
+    redis_vars: dict | None = None, gateway_vars: dict | None = None, llm_vars: dict | None = None
+) -> dict:
+    redis = {
+        "ansible_host": "10.0.3.41",
+        "ansible_connection": "local",
+        "redis_listen_host": "10.0.3.41",
+        "redis_tls": True,
+        "redis_tls_cert": REDIS_CERT,
+        "redis_tls_key": REDIS_KEY,
+        "redis_tls_ca_cert": REDIS_CERT,
+        **(redis_vars or {}),
+    }
+    gateway = {
+        "kong_gateway_rate_limit_policy": "redis",
+        "kong_gateway_redis_host": "10.0.3.41",
+        "ai_gateway_redis_tls": True,
+        **(gateway_vars or {}),
+    }
+    llm = {
+        **GOOD_LLM["llm1"],
+        "llm_api_redis_url": REDIS_URL,
+        "llm_api_redis_ca_cert": REDIS_CERT,
+        **(llm_vars or {}),
+    }
+    return inventory({"llm1": llm}, gateway, {"r1": redis})
 
 
 CASES = {
@@ -157,7 +182,7 @@ CASES = {
         ["kong_pg_ssl_cert_key does not match kong_pg_ssl_cert"],
     ),
     "a PostgreSQL certificate whose CA Kong does not trust": (
-        postgres(kong_pg_ssl_cert=DB_CERT, kong_pg_ssl_cert_key=DB_KEY),
+        postgres(kong_pg_ssl_cert=PG_CERT, kong_pg_ssl_cert_key=PG_KEY),
         [
             "kong_pg_ssl_verify is on, but the CA that issued kong_pg_ssl_cert",
             "kong_trusted_ca_certs",
@@ -171,6 +196,12 @@ CASES = {
         ),
         ["kong_pg_ssl_cert expired on"],
     ),
+    "a PostgreSQL certificate without the address the gateways connect to": (
+        postgres(
+            kong_pg_ssl_cert=DB_CERT, kong_pg_ssl_cert_key=DB_KEY, kong_trusted_ca_certs=[DB_CERT]
+        ),
+        ["kong_pg_ssl_cert does not cover kong_pg_host (10.0.3.31)", "DNS:db1"],
+    ),
     "Redis over TLS with an address for the name Kong verifies": (
         inventory(
             GOOD_LLM,
@@ -181,6 +212,44 @@ CASES = {
             },
         ),
         ["kong_gateway_redis_ssl is on but kong_gateway_redis_server_name", "is not a host name"],
+    ),
+    "Redis: a key that does not match its certificate": (
+        redis_tls({"redis_tls_key": OTHER_KEY}),
+        ["redis_tls_key does not match redis_tls_cert"],
+    ),
+    "Redis: an expired certificate": (
+        redis_tls({"redis_tls_cert": REDIS_OLD_CERT, "redis_tls_key": REDIS_OLD_KEY}),
+        ["redis_tls_cert expired on"],
+    ),
+    "Redis: a CA that is not PEM": (
+        redis_tls({"redis_tls_ca_cert": "not a CA"}),
+        ["redis_tls_ca_cert", "is missing or not PEM"],
+    ),
+    "Redis: a certificate without the names clients connect to": (
+        redis_tls({"redis_tls_names": ["r1", "10.0.3.41", "redis.internal"]}),
+        ["redis_tls_cert does not cover redis.internal from redis_tls_names"],
+    ),
+    "Redis: a certificate without the name Kong verifies": (
+        redis_tls(gateway_vars={"kong_gateway_redis_server_name": "redis.internal"}),
+        [
+            "redis_tls_cert of r1 does not cover kong_gateway_redis_server_name (redis.internal)",
+            "DNS:r1, IP:10.0.3.41",
+        ],
+    ),
+    "Redis: a certificate without the host of llm_api's URL": (
+        redis_tls(llm_vars={"llm_api_redis_url": REDIS_URL.replace("10.0.3.41", "redis.internal")}),
+        ["redis_tls_cert of r1 does not cover redis.internal, the host of llm_api_redis_url"],
+    ),
+    "llm_api: a CA of Redis's that is not PEM": (
+        redis_tls(llm_vars={"llm_api_redis_ca_cert": "not a CA"}),
+        ["llm_api_redis_ca_cert is not a PEM certificate"],
+    ),
+    "llm_api: a certificate without the name Kong verifies": (
+        inventory(
+            {"llm1": {**GOOD_LLM["llm1"], **LLM_VAULT}},
+            {"kong_gateway_upstream_name": "llm.internal"},
+        ),
+        ["llm_api_tls_cert of llm1 does not cover llm.internal (kong_gateway_upstream_name"],
     ),
     "llm_api: a key that does not match its certificate": (
         llm_tls(llm_api_tls_cert=LLM_CERT, llm_api_tls_key=OTHER_KEY, llm_api_tls_ca_cert=LLM_CERT),
@@ -205,19 +274,42 @@ CASES = {
 }
 
 
+KEYS = (GW_KEY, OTHER_KEY, OLD_KEY, DB_KEY, PG_KEY, LLM_KEY, LLM_GOOD_KEY, REDIS_KEY, REDIS_OLD_KEY)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_fails_first(case: str, ansible_playbook: RunPlaybook) -> None:
     inv, expected = CASES[case]
     run = ansible_playbook(inv, ROOT / "playbooks" / "site.yml", "--check")
-    out = run.stdout
-    assert run.returncode != 0, out
-    plays = [line for line in out.splitlines() if line.startswith("PLAY [")]
-    assert plays, out
+    plays = [line for line in run.stdout.splitlines() if line.startswith("PLAY [")]
+    assert plays, run.stdout
     assert all(any(name in play for name in CHECK_PLAYS) for play in plays), plays
-    assert "changed:" not in out
-    failure = next(line for line in out.splitlines() if "FAILED!" in line)
-    for text in expected:
-        assert text in failure, failure
     # Private keys never reach the output, whatever the failure.
-    for key in (GW_KEY, OTHER_KEY, OLD_KEY, DB_KEY, LLM_KEY):
-        assert key.splitlines()[1] not in out
+    assert_refused(run, expected, KEYS)
+
+
+def test_good_tls_inputs_pass_the_checks(ansible_playbook: RunPlaybook) -> None:
+    """Certificates from the vault that are right for every name clients use pass every check
+    play: the run gets to the first play that installs (which then stops at its own preflight,
+    the inventory having no redis_password)."""
+    gateway = {
+        "kong_database": "postgres",
+        "kong_pg_host": "10.0.3.31",
+        "kong_pg_server": "db1",
+        "kong_pg_password": "pg-password-for-the-test",
+        "kong_pg_ssl_cert": PG_CERT,
+        "kong_pg_ssl_cert_key": PG_KEY,
+        "kong_trusted_ca_certs": [PG_CERT, REDIS_CERT],
+    }
+    run = ansible_playbook(
+        redis_tls(gateway_vars=gateway, llm_vars=LLM_VAULT),
+        ROOT / "playbooks" / "site.yml",
+        "--check",
+    )
+    plays = [line for line in run.stdout.splitlines() if line.startswith("PLAY [")]
+    assert all(any(name in play for name in CHECK_PLAYS) for play in plays[:3]), plays
+    assert "PLAY [Install and run Redis]" in plays[3], run.stdout
+    assert "redis_password must be set" in run.stdout, run.stdout
+    assert "changed:" not in run.stdout
+    for key in KEYS:
+        assert key.splitlines()[1] not in run.stdout
