@@ -2,20 +2,23 @@
 """Steady load through several Kong gateways while a rolling update runs (test equipment).
 
 Plays the load balancer in front of the gateways: every 0.2 s it asks each gateway's
-/status/ready and sends new requests only to the gateways that answer 200 (a drained gateway
-answers 503). Requests go out at a fixed rate, round-robin over the gateways in rotation, each
-on a new HTTPS connection that verifies the chain against --cacert and the host name of its
-URL (gateway_client.py); every third one is a stream. A request succeeds when it gets 200 and a
-complete answer: a chat completion with content, or a stream that ends with `data: [DONE]`.
-Anything else is a failure, a 200 stream without its end is counted as truncated.
+/status/ready and sends new requests only to the gateways in rotation. A gateway leaves it as
+soon as it answers anything but 200 (a drained gateway answers 503), or after FALL probes in a
+row that got no answer (a load balancer's unhealthy threshold: one slow probe on a loaded host
+is not a dead gateway); it comes back with a 200. Requests go out at a fixed rate, round-robin
+over the gateways in rotation, each on a new HTTPS connection that verifies the chain against
+--cacert and the host name of its URL (gateway_client.py); every third one is a stream. A
+request succeeds when it gets 200 and a complete answer: a chat completion with content, or a
+stream that ends with `data: [DONE]`. Anything else is a failure, a 200 stream without its end
+is counted as truncated.
 
     rolling_load.py --proxy https://URL,https://URL --cacert ca.crt --status URL,URL \
         --model M --rate 25 --stop-file PATH --max-seconds 600 [--stream-every 3]
 
 The key comes from the environment (AI_GATEWAY_KEY). Stops when the stop file appears or after
 --max-seconds, waits for the requests in flight, and prints one JSON object: sent, succeeded,
-failed, truncated, streams, seconds, rate, stopped_by ("stop-file" or "max-seconds") and the
-first errors.
+failed, truncated, streams, seconds, rate, stopped_by ("stop-file" or "max-seconds"), the
+probes that got no answer, and the first errors.
 """
 
 from __future__ import annotations
@@ -48,15 +51,19 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def ready(url: str) -> bool:
-    """Whether the status listener (plain HTTP, what the load balancer probes) answers 200."""
+FALL = 3  # probes in a row without an answer that take a gateway out of rotation
+
+
+def probe(url: str) -> bool | None:
+    """Whether the status listener (plain HTTP, what the load balancer probes) answers 200;
+    None when it does not answer within 2 s."""
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
     try:
         conn.request("GET", "/status/ready")
         return conn.getresponse().status == 200
-    except OSError:
-        return False
+    except (OSError, http.client.HTTPException):
+        return None
     finally:
         conn.close()
 
@@ -85,10 +92,21 @@ def main() -> None:
     lock = threading.Lock()
     stop = threading.Event()
 
+    silent = [0] * len(statuses)
+    unanswered = [0]
+
     def balancer() -> None:
         nonlocal in_rotation
         while not stop.is_set():
-            now = [i for i, url in enumerate(statuses) if ready(url)]
+            now = []
+            for i, url in enumerate(statuses):
+                answer = probe(url)
+                silent[i] = silent[i] + 1 if answer is None else 0
+                unanswered[0] += answer is None
+                with lock:
+                    was_in = i in in_rotation
+                if answer or (answer is None and was_in and silent[i] < FALL):
+                    now.append(i)
             with lock:
                 in_rotation = now
             stop.wait(0.2)
@@ -152,6 +170,7 @@ def main() -> None:
                 "seconds": round(elapsed, 1),
                 "rate": round(sent / elapsed, 1) if elapsed else 0.0,
                 "stopped_by": stopped_by,
+                "probes_unanswered": unanswered[0],
                 "by_gateway": dict(per_gateway),
                 "errors": errors[:10],
             }
