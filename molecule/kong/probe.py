@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Runs inside a Molecule container and prints, as JSON, what verify.yml asserts on: the kong
 service's state, the listening sockets, kong.conf, `kong health`/`kong version`, the Admin API
-from loopback, the proxy and Admin API ports on the container's network address, and the
+from loopback, the proxy's HTTPS and plain-HTTP ports and the Admin API port on the container's
+network address, and the
 installed package with the versions apt sees.
 One script instead of a task per probe: every task costs a few `podman exec` round trips.
 """
@@ -55,7 +56,10 @@ def main() -> None:
         "version": run("kong", "version"),
         "admin_root": get("http://127.0.0.1:8001/"),
         "admin_status": get("http://127.0.0.1:8001/status"),
-        "proxy_on_address": get(f"http://{address}:8000/")["status"],
+        # the proxy: HTTPS on the network address (verify checks its chain from the controller),
+        # nothing on Kong's plain-HTTP port
+        "proxy_tls_on_address": port_open(address, 8443),
+        "proxy_http_on_address": port_open(address, 8000),
         "admin_open_on_address": port_open(address, 8001),
         # the package: which version dpkg installed, which ones apt sees, and from where
         "package_version": run("dpkg-query", "-W", "-f=${Version}", "kong")["stdout"],

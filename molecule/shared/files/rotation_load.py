@@ -2,12 +2,12 @@
 """Steady HTTPS load through Kong's proxy while its certificate is replaced (test equipment).
 
 Every request opens a new TLS connection that verifies the chain against --cacert and the host
-name, and notes the serial number of the certificate it was served; every third one is a stream.
-A request succeeds when it gets 200 and a complete answer (a chat completion with content, or a
-stream that ends with `data: [DONE]`). Bounded: stops when the stop file appears or after
---max-seconds (and never sends more than --max-requests), waits for the requests in flight, and
-prints one JSON object: sent, succeeded, failed, the serials in the order first seen, the serial
-of the last handshake, and the first errors.
+name (gateway_client.py), and notes the serial number of the certificate it was served; every
+third one is a stream. A request succeeds when it gets 200 and a complete answer (a chat
+completion with content, or a stream that ends with `data: [DONE]`). Bounded: stops when the
+stop file appears or after --max-seconds (and never sends more than --max-requests), waits for
+the requests in flight, and prints one JSON object: sent, succeeded, failed, the serials in the
+order first seen, the serial of the last handshake, and the first errors.
 
     rotation_load.py --url https://localhost:38001 --cacert ca.crt --model M --rate 5 \
         --stop-file PATH --max-seconds 300 --max-requests 3000
@@ -25,9 +25,8 @@ import os
 import ssl
 import threading
 import time
-import urllib.parse
 
-ROUTE = "/llm/v1/chat/completions"
+import gateway_client
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,31 +53,14 @@ def one_request(
     url: str, context: ssl.SSLContext, key: str, model: str, stream: bool, timeout: float
 ) -> tuple[str, str]:
     """('ok' | 'truncated' | a failure description, the served certificate's serial)."""
-    parts = urllib.parse.urlsplit(url)
-    body: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": "Hi"}]}
-    if stream:
-        body["stream"] = True
-    conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=context)
+    conn = gateway_client.connection(url, context, timeout)
     serial = "-"
     try:
         conn.connect()
         serial = serial_of(conn)
-        conn.request(
-            "POST",
-            ROUTE,
-            body=json.dumps(body),
-            headers={"apikey": key, "Content-Type": "application/json"},
-        )
-        resp = conn.getresponse()
-        if resp.status != 200:
-            return f"HTTP {resp.status}: {resp.read(200)!r}", serial
-        if not stream:
-            answer = json.loads(resp.read())
-            content = answer["choices"][0]["message"]["content"]
-            return ("ok" if content else "empty completion"), serial
-        done = any(raw.strip() == b"data: [DONE]" for raw in resp)
-        return ("ok" if done else "truncated"), serial
-    except (OSError, ValueError, KeyError, IndexError, http.client.HTTPException) as exc:
+        resp = gateway_client.send_chat(conn, key, model, stream=stream)
+        return gateway_client.outcome(resp, stream), serial
+    except gateway_client.ERRORS as exc:
         return f"{type(exc).__name__}: {exc}", serial
     finally:
         conn.close()
@@ -87,7 +69,7 @@ def one_request(
 def main() -> None:
     args = parse_args()
     key = os.environ["AI_GATEWAY_KEY"]
-    context = ssl.create_default_context(cafile=args.cacert)
+    context = gateway_client.tls_context(args.cacert)
     lock = threading.Lock()
     counts = {"succeeded": 0, "failed": 0}
     errors: list[str] = []

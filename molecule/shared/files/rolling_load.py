@@ -2,19 +2,23 @@
 """Steady load through several Kong gateways while a rolling update runs (test equipment).
 
 Plays the load balancer in front of the gateways: every 0.2 s it asks each gateway's
-/status/ready and sends new requests only to the gateways that answer 200 (a drained gateway
-answers 503). Requests go out at a fixed rate, round-robin over the gateways in rotation; every
-third one is a stream. A request succeeds when it gets 200 and a complete answer: a chat
-completion with content, or a stream that ends with `data: [DONE]`. Anything else is a failure,
-a 200 stream without its end is counted as truncated.
+/status/ready and sends new requests only to the gateways in rotation. A gateway leaves it as
+soon as it answers anything but 200 (a drained gateway answers 503), or after FALL probes in a
+row that got no answer (a load balancer's unhealthy threshold: one slow probe on a loaded host
+is not a dead gateway); it comes back with a 200. Requests go out at a fixed rate, round-robin
+over the gateways in rotation, each on a new HTTPS connection that verifies the chain against
+--cacert and the host name of its URL (gateway_client.py); every third one is a stream. A
+request succeeds when it gets 200 and a complete answer: a chat completion with content, or a
+stream that ends with `data: [DONE]`. Anything else is a failure, a 200 stream without its end
+is counted as truncated.
 
-    rolling_load.py --proxy URL,URL --status URL,URL --model M --rate 25 \
-        --stop-file PATH --max-seconds 600 [--stream-every 3]
+    rolling_load.py --proxy https://URL,https://URL --cacert ca.crt --status URL,URL \
+        --model M --rate 25 --stop-file PATH --max-seconds 600 [--stream-every 3]
 
 The key comes from the environment (AI_GATEWAY_KEY). Stops when the stop file appears or after
 --max-seconds, waits for the requests in flight, and prints one JSON object: sent, succeeded,
-failed, truncated, streams, seconds, rate, stopped_by ("stop-file" or "max-seconds") and the
-first errors.
+failed, truncated, streams, seconds, rate, stopped_by ("stop-file" or "max-seconds"), the
+probes that got no answer, and the first errors.
 """
 
 from __future__ import annotations
@@ -25,16 +29,18 @@ import concurrent.futures
 import http.client
 import json
 import os
+import ssl
 import threading
 import time
 import urllib.parse
 
-ROUTE = "/llm/v1/chat/completions"
+import gateway_client
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser()
-    p.add_argument("--proxy", required=True, help="comma-separated proxy base URLs")
+    p.add_argument("--proxy", required=True, help="comma-separated proxy base URLs (https://)")
+    p.add_argument("--cacert", required=True, help="the CA that issued the proxies' certificates")
     p.add_argument("--status", required=True, help="comma-separated status URLs, same order")
     p.add_argument("--model", required=True)
     p.add_argument("--rate", type=float, default=25.0, help="requests per second")
@@ -45,45 +51,32 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def ready(url: str) -> bool:
+FALL = 3  # probes in a row without an answer that take a gateway out of rotation
+
+
+def probe(url: str) -> bool | None:
+    """Whether the status listener (plain HTTP, what the load balancer probes) answers 200;
+    None when it does not answer within 2 s."""
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
     try:
         conn.request("GET", "/status/ready")
         return conn.getresponse().status == 200
-    except OSError:
-        return False
+    except (OSError, http.client.HTTPException):
+        return None
     finally:
         conn.close()
 
 
-def one_request(base: str, key: str, model: str, stream: bool, timeout: float) -> str:
+def one_request(
+    base: str, context: ssl.SSLContext, key: str, model: str, stream: bool, timeout: float
+) -> str:
     """'ok', 'truncated' or a failure description."""
-    parts = urllib.parse.urlsplit(base)
-    body = {"model": model, "messages": [{"role": "user", "content": "Hello"}]}
-    if stream:
-        body["stream"] = True
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    conn = gateway_client.connection(base, context, timeout)
     try:
-        conn.request(
-            "POST",
-            ROUTE,
-            body=json.dumps(body),
-            headers={"apikey": key, "Content-Type": "application/json"},
-        )
-        resp = conn.getresponse()
-        if resp.status != 200:
-            return f"HTTP {resp.status}: {resp.read(200)!r}"
-        if not stream:
-            answer = json.loads(resp.read())
-            content = answer["choices"][0]["message"]["content"]
-            return "ok" if content else "empty completion"
-        done = False
-        for raw in resp:
-            if raw.strip() == b"data: [DONE]":
-                done = True
-        return "ok" if done else "truncated"
-    except (OSError, ValueError, KeyError, IndexError, http.client.HTTPException) as exc:
+        resp = gateway_client.send_chat(conn, key, model, stream=stream)
+        return gateway_client.outcome(resp, stream)
+    except gateway_client.ERRORS as exc:
         return f"{type(exc).__name__}: {exc}"
     finally:
         conn.close()
@@ -93,15 +86,27 @@ def main() -> None:
     args = parse_args()
     key = os.environ["AI_GATEWAY_KEY"]
     proxies = args.proxy.split(",")
+    context = gateway_client.tls_context(args.cacert)
     statuses = args.status.split(",")
     in_rotation = list(range(len(proxies)))
     lock = threading.Lock()
     stop = threading.Event()
 
+    silent = [0] * len(statuses)
+    unanswered = [0]
+
     def balancer() -> None:
         nonlocal in_rotation
         while not stop.is_set():
-            now = [i for i, url in enumerate(statuses) if ready(url)]
+            now = []
+            for i, url in enumerate(statuses):
+                answer = probe(url)
+                silent[i] = silent[i] + 1 if answer is None else 0
+                unanswered[0] += answer is None
+                with lock:
+                    was_in = i in in_rotation
+                if answer or (answer is None and was_in and silent[i] < FALL):
+                    now.append(i)
             with lock:
                 in_rotation = now
             stop.wait(0.2)
@@ -147,7 +152,7 @@ def main() -> None:
             per_gateway[proxies[g]] += 1
 
             def run(g: int = g, stream: bool = stream) -> None:
-                outcome = one_request(proxies[g], key, args.model, stream, args.timeout)
+                outcome = one_request(proxies[g], context, key, args.model, stream, args.timeout)
                 record("stream" if stream else "completion", stream, proxies[g], outcome)
 
             futures.append(pool.submit(run))
@@ -165,6 +170,7 @@ def main() -> None:
                 "seconds": round(elapsed, 1),
                 "rate": round(sent / elapsed, 1) if elapsed else 0.0,
                 "stopped_by": stopped_by,
+                "probes_unanswered": unanswered[0],
                 "by_gateway": dict(per_gateway),
                 "errors": errors[:10],
             }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Two consumers' token quotas through several gateways (test equipment): prints what came back.
 
-    token_quota.py --proxy URL,URL --model M --max-tokens N --max-requests K
+    token_quota.py --proxy https://URL,https://URL --cacert ca.crt --model M --max-tokens N \
+        --max-requests K
 
 The keys come from the environment: AI_GATEWAY_KEY_LIMITED (a consumer with a small token limit)
 and AI_GATEWAY_KEY_OTHER (a consumer with a large one). The limited consumer sends chat
@@ -9,18 +10,18 @@ completions (max_tokens N) round-robin over the gateways until the first answer 
 at most K of them; then the other consumer sends one through each gateway. Prints one JSON
 object: {"limited": [answer, ...], "other": [answer, ...]}, each answer {"gateway", "status",
 "headers" (the x-ratelimit-*-tokens and Retry-After ones), "usage" (of a 200), "error" (of an
-error)}.
+error)}. Every request goes over HTTPS, verified against --cacert (gateway_client.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import urllib.parse
+import ssl
 
-ROUTE = "/llm/v1/chat/completions"
+import gateway_client
+
 HEADERS = (
     "x-ratelimit-limit-tokens",
     "x-ratelimit-remaining-tokens",
@@ -29,22 +30,10 @@ HEADERS = (
 )
 
 
-def ask(base: str, key: str, model: str, max_tokens: int) -> dict:
-    parts = urllib.parse.urlsplit(base)
-    body = {
-        "model": model,
-        "max_tokens": max_tokens,
-        "messages": [{"role": "user", "content": "Hello"}],
-    }
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+def ask(base: str, context: ssl.SSLContext, key: str, model: str, max_tokens: int) -> dict:
+    conn = gateway_client.connection(base, context, 30)
     try:
-        conn.request(
-            "POST",
-            ROUTE,
-            body=json.dumps(body),
-            headers={"apikey": key, "Content-Type": "application/json"},
-        )
-        resp = conn.getresponse()
+        resp = gateway_client.send_chat(conn, key, model, max_tokens=max_tokens)
         raw = resp.read()
         answer = {
             "gateway": base,
@@ -66,16 +55,19 @@ def ask(base: str, key: str, model: str, max_tokens: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--proxy", required=True, help="comma-separated proxy base URLs")
+    p.add_argument("--proxy", required=True, help="comma-separated proxy base URLs (https://)")
+    p.add_argument("--cacert", required=True, help="the CA that issued the proxies' certificates")
     p.add_argument("--model", required=True)
     p.add_argument("--max-tokens", type=int, required=True)
     p.add_argument("--max-requests", type=int, required=True)
     args = p.parse_args()
     proxies = args.proxy.split(",")
+    context = gateway_client.tls_context(args.cacert)
     limited = []
     for i in range(args.max_requests):
         answer = ask(
             proxies[i % len(proxies)],
+            context,
             os.environ["AI_GATEWAY_KEY_LIMITED"],
             args.model,
             args.max_tokens,
@@ -83,9 +75,8 @@ def main() -> None:
         limited.append(answer)
         if answer["status"] != 200:
             break
-    other = [
-        ask(url, os.environ["AI_GATEWAY_KEY_OTHER"], args.model, args.max_tokens) for url in proxies
-    ]
+    other_key = os.environ["AI_GATEWAY_KEY_OTHER"]
+    other = [ask(url, context, other_key, args.model, args.max_tokens) for url in proxies]
     print(json.dumps({"limited": limited, "other": other}))
 
 
