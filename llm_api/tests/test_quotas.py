@@ -421,6 +421,9 @@ async def test_counters_expire_and_a_refusal_leaves_them_as_they_were(
         assert used(redis_up, "c-ttl") == 8
         for key in client.keys("llm_api:quota:{c-ttl}:*"):
             ttl = client.pttl(key)
+            if key.endswith(":epoch"):  # the counters' epoch (leases): two days
+                assert 0 < ttl <= 2 * 86_400_000, (key, ttl)
+                continue
             span = 60_000 if ":m:" in key else 86_400_000
             assert span < ttl <= span + 120_000, (key, ttl)
         (usage_key,) = client.keys("llm_api:usage:{c-ttl}:*")
@@ -524,6 +527,35 @@ async def test_a_lease_dropped_with_its_connection_is_returned_after_it(
         spent += second.json()["usage"]["total_tokens"]
         await gw.app.state.gateway.quotas.sync()
         assert used(redis_up, "alice", "d") == spent
+
+
+async def test_quotas_work_with_the_redis_roles_acl(
+    provider: FakeProvider, redis_up: RedisServer
+) -> None:
+    """The redis role's user may run no administrative or dangerous command (`-@admin
+    -@dangerous`): llm_api's connection set-up, reservations, leases and accounting use none."""
+    admin = redis_up.client()
+    admin.acl_setuser(
+        "llm",
+        enabled=True,
+        passwords=["+acl-test-pw"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-@admin", "-@dangerous"],
+    )
+    try:
+        url = f"redis://llm:acl-test-pw@127.0.0.1:{redis_up.port}/0"
+        cfg = config(provider.url, url, consumers=[{"name": "alice", "tokens_per_minute": 10**6}])
+        async with serve(cfg, gateway_secret=GATEWAY_SECRET) as gw:
+            for _ in range(3):
+                resp = await post(gw, "alice", body(words=6, max_tokens=10))
+                assert resp.status_code == 200
+                assert "x-ratelimit-remaining-tokens" in resp.headers
+            await gw.app.state.gateway.quotas.sync()
+            assert "llm_api_quota_redis_errors_total{" not in await gw.metrics()
+        assert admin.keys("llm_api:usage:{alice}:*")
+    finally:
+        admin.acl_deluser("llm")
 
 
 async def test_usage_written_while_redis_is_down_is_kept_until_it_returns(

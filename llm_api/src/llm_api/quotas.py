@@ -63,8 +63,9 @@ FLUSH_SECONDS = 1.0
 # KEYS[1]: the consumer's quota key prefix; KEYS[2]: its usage key prefix (a day is appended).
 # reserve: ARGV = 'reserve', amount, minute limit, day limit (0 = none), lease wanted, lease share
 #   -> {allowed, minute window, day window, remaining/min, reset ms/min, remaining/day,
-#       reset ms/day, denied window (0 none, 1 minute, 2 day), lease granted}; remaining is -1
-#   without a limit. Once the amount fits, up to `lease wanted` more tokens are reserved as the
+#       reset ms/day, denied window (0 none, 1 minute, 2 day), lease granted, epoch}; remaining
+#   is -1 without a limit; the epoch names the life of the consumer's counters (it changes when
+#   Redis lost them). Once the amount fits, up to `lease wanted` more tokens are reserved as the
 #   replica's lease, at most `lease share` of what every limited window has left after it, and
 #   only when that covers another request as large (otherwise none).
 # settle: ARGV = 'settle', minute window, day window (-1 = the current ones), delta, minute
@@ -100,8 +101,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if op == 'reserve' then
   local amount = tonumber(ARGV[2])
   local limits = {tonumber(ARGV[3]), tonumber(ARGV[4])}
-  local out = {1, 0, 0, -1, 0, -1, 0, 0, 0}
+  local out = {1, 0, 0, -1, 0, -1, 0, 0, 0, ''}
   local keys, used = {}, {}
+  -- The consumer's counters' epoch: made anew when Redis lost them (restarted empty).
+  local ek = KEYS[1] .. ':epoch'
+  out[10] = redis.call('GET', ek)
+  if not out[10] then
+    out[10] = t[1] .. '.' .. t[2]
+    redis.call('SET', ek, out[10], 'EX', 172800)
+  end
   for i = 1, 2 do
     local win = math.floor(now / spans[i])
     out[1 + i] = win
@@ -193,6 +201,8 @@ class Lease:
     reset_minute: float
     reset_day: float
     """time.monotonic() of each window's end."""
+    epoch: bytes = b""
+    """The epoch of the consumer's counters the lease was taken from."""
 
 
 @dataclass
@@ -246,11 +256,10 @@ class Quotas:
         self._tasks: set[asyncio.Future[Any]] = set()
         """Redis calls under way that nobody awaits (settlements, lease returns, accounting)."""
         self._leases: dict[str, Lease] = {}
-        self._orphans: list[tuple[str, Lease]] = []
-        self._orphans_run_id = ""
-        """Leases dropped when Redis failed, to return once it answers again, if it is the same
-        Redis server run (a restarted one counts none of them: returning them would take other
-        requests' tokens off its counters)."""
+        self._orphans: dict[str, list[Lease]] = {}
+        """Leases dropped when Redis failed, by consumer: returned at the consumer's next
+        reservation if its counters' epoch is still theirs (a Redis that restarted empty counts
+        none of them: returning them would take other requests' tokens off its counters)."""
         self._leasing: dict[str, asyncio.Future[None]] = {}
         """Consumers whose lease request is on its way to Redis: done when it has come back."""
         self._usage: dict[tuple[str, str], dict[str, list[Any]]] = {}
@@ -315,7 +324,6 @@ class Quotas:
         then holds exactly what the answers used (at shutdown, and for tests)."""
         for consumer in list(self._leases):
             self._return_lease(consumer)
-        self._return_orphans()
         self._flush_usage()
         await self.drain()
 
@@ -343,7 +351,6 @@ class Quotas:
             for consumer, lease in list(self._leases.items()):
                 if now >= lease.expires:
                     self._return_lease(consumer)
-            self._return_orphans()
             self._flush_usage()
 
     async def _eval(self, keys_args: list[Any]) -> Any:
@@ -382,27 +389,18 @@ class Quotas:
         self._down_until = time.monotonic() + BACKOFF_SECONDS
         self._drop_leases()
 
-    def _return_orphans(self) -> None:
-        redis = self.redis
-        if not self._orphans or redis is None or not redis.connected or not self._redis_ok():
-            return
-        orphans, self._orphans = self._orphans, []
-        if redis.run_id != self._orphans_run_id or not redis.run_id:
-            return
-        for consumer, lease in orphans:
-            self._send_settle(consumer, lease.minute, lease.day, -lease.available, lease)
+    def _return_orphans(self, consumer: str, epoch: bytes) -> None:
+        for lease in self._orphans.pop(consumer, ()):
+            if lease.epoch == epoch:
+                self._send_settle(consumer, lease.minute, lease.day, -lease.available, lease)
 
     def _drop_leases(self) -> None:
         """Redis failed or the connection was lost: no request is served from a lease until
         Redis answers again (on_redis_error applies to them); what the leases did not use goes
         back once it is connected again (if Redis kept its data, those tokens are not lost)."""
-        if self._leases and self.redis is not None:
-            if self._orphans_run_id != self.redis.run_id:
-                self._orphans = []
-            self._orphans_run_id = self.redis.run_id
         for consumer, lease in self._leases.items():
             if lease.available > 0:
-                self._orphans.append((consumer, lease))
+                self._orphans.setdefault(consumer, []).append(lease)
         self._leases.clear()
 
     def estimate(self, body: dict[str, Any], chat: bool) -> int:
@@ -465,6 +463,9 @@ class Quotas:
                 self._leasing.pop(consumer).set_result(None)
         allowed, res.minute, res.day = int(out[0]), int(out[1]), int(out[2])
         rem_m, reset_m, rem_d, reset_d, denied, granted = (int(v) for v in out[3:9])
+        epoch = out[9]
+        if consumer in self._orphans:
+            self._return_orphans(consumer, epoch)
         if not allowed:
             window = "minute" if denied == 1 else "day"
             self.rejections.labels(self._label(consumer), window).inc()
@@ -482,7 +483,7 @@ class Quotas:
                 | {"Retry-After": str(max(1, math.ceil(reset / 1000)))},
             )
         if granted and self.redis is not None and self.redis.connected:
-            self._lease(consumer, res, granted, (rem_m, reset_m, rem_d, reset_d))
+            self._lease(consumer, res, granted, (rem_m, reset_m, rem_d, reset_d), epoch)
             rem_m, rem_d = rem_m + granted if tpm else rem_m, rem_d + granted if tpd else rem_d
         return res, _tighter(tpm, tpd, rem_m, rem_d, reset_m, reset_d, 0)
 
@@ -507,7 +508,12 @@ class Quotas:
         return _tighter(tpm, tpd, rem_m, rem_d, reset_m, reset_d, 0)
 
     def _lease(
-        self, consumer: str, res: Reservation, granted: int, seen: tuple[int, int, int, int]
+        self,
+        consumer: str,
+        res: Reservation,
+        granted: int,
+        seen: tuple[int, int, int, int],
+        epoch: bytes,
     ) -> None:
         """Hold `granted` tokens for `consumer`: added to its lease when that is of the same
         windows (requests that took from it still settle into it), else a new lease."""
@@ -518,10 +524,10 @@ class Quotas:
         # did not use goes back to Redis, for every replica.
         expires = now + min(LEASE_SECONDS, min(ends) / 1000)
         lease = self._leases.get(consumer)
-        if lease is None or (lease.minute, lease.day) != (res.minute, res.day):
+        if lease is None or (lease.minute, lease.day, lease.epoch) != (res.minute, res.day, epoch):
             self._return_lease(consumer)
             lease = self._leases[consumer] = Lease(
-                res.minute, res.day, res.limited_minute, res.limited_day, 0, 0, 0, 0, 0, 0
+                res.minute, res.day, res.limited_minute, res.limited_day, 0, 0, 0, 0, 0, 0, epoch
             )
         lease.available += granted
         lease.expires = expires

@@ -200,9 +200,6 @@ class LeanRedis:
     ) -> None:
         self.timeout = timeout
         self.on_lost = on_lost
-        self.run_id = ""
-        """The Redis server's run id (INFO server) as of the last connection: it changes when
-        Redis restarts, i.e. when what it counted may be gone."""
         self.ca_file = ca_file
         self.scripts = scripts
         self._url = url
@@ -280,16 +277,13 @@ class LeanRedis:
     async def _set_up(
         self, conn: _Protocol, username: str | None, password: str | None, db: str
     ) -> None:
-        """AUTH, SELECT, SCRIPT LOAD and (with scripts) the server's run id, in one round
-        trip; ConnectionError when one fails."""
+        """AUTH, SELECT and SCRIPT LOAD in one round trip; ConnectionError when one fails."""
         setup: list[tuple[Any, ...]] = []
         if password is not None:
             setup.append(("AUTH", username, password) if username else ("AUTH", password))
         if db and db != "0":
             setup.append(("SELECT", db))
-        if self.scripts:  # the scripts' user (the quotas) also wants to know Redis's run
-            setup += [("SCRIPT", "LOAD", script) for script in self.scripts]
-            setup.append(("INFO", "server"))
+        setup += [("SCRIPT", "LOAD", script) for script in self.scripts]
         if not setup:
             return
         data = b"".join(encode(cmd) for cmd in setup)
@@ -299,9 +293,6 @@ class LeanRedis:
                 raise reply
             if isinstance(reply, BaseException):  # its text is Redis's; it holds no secret
                 raise ConnectionError(f"Redis refused the connection's set-up: {reply}")
-        info = replies[-1] if isinstance(replies[-1], bytes) else b""
-        ids = [x[7:].strip() for x in info.splitlines() if x.startswith(b"run_id:")]
-        self.run_id = ids[0].decode() if ids else ""
 
     def _lost(self, conn: _Protocol) -> None:
         if self._conn is conn:
