@@ -4,6 +4,8 @@ and accepts TCP clients only over TLS (``hostssl``)."""
 from __future__ import annotations
 
 import os
+import pathlib
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -62,3 +64,41 @@ def test_pg_ssl_verify_checks_the_chain(tls_pg: PostgresServer, ca: CA) -> None:
             node.start()
     finally:
         node.close()
+
+
+def test_ca_combined_is_never_seen_half_written(tmp_path: pathlib.Path, ca: CA) -> None:
+    """Every PostgreSQL and Redis connection and every health check rebuilds ``.ca_combined``
+    while others may be reading it: a reader sees the old file or the new one, whole."""
+    from kongsim import tls
+
+    big = tmp_path / "big.pem"
+    big.write_text(ca.cert * 400)
+    small = tmp_path / "small.pem"
+    small.write_text(ca.cert)
+    confs = [
+        {"prefix": str(tmp_path / "prefix"), "lua_ssl_trusted_certificate": str(p)}
+        for p in (big, small)
+    ]
+    path = tls.trusted_bundle(confs[0])
+    whole = {big.read_text(), small.read_text()}
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        i = 0
+        while not stop.is_set():
+            tls.trusted_bundle(confs[i % 2])
+            i += 1
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        seen = set()
+        for _ in range(3000):
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+            assert text in whole, f"a reader saw {len(text)} characters of a half-written file"
+            seen.add(len(text))
+    finally:
+        stop.set()
+        writer.join()
+    assert len(seen) == 2, "the writer never changed the file under the reader"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -19,6 +20,7 @@ import os
 import re
 import ssl
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -156,9 +158,25 @@ class ConfError(Exception):
 
 
 def _write(path: str, data: bytes, mode: int = 0o644) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    """Writes the file whole, or leaves it as it was: ``.ca_combined`` is rewritten each time a
+    connection is set up (PostgreSQL, Redis, health checks) while another may be reading it, so
+    a reader must never see it half-written. An unchanged file is not rewritten."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read() == data:
+                return
+    except OSError:
+        pass
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def default_subject() -> x509.Name:
