@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Which tasks an ansible-playbook run changed, and on which hosts, read from its plain output.
+
+Reads the output of the default stdout callback on stdin and prints one JSON object, task name ->
+hosts it changed (a delegated task counts for the host it ran for, as in the play recap):
+
+    {"llm_api : Render the environment file with the service's settings": ["cluster-llm1"], ...}
+
+Handlers are listed by their name like tasks. The cluster scenario uses it to prove that a
+rollout changed only what restarts llm_api, i.e. that the rest of site.yml is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+HEADER = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?P<name>.+)\] \**$")
+CHANGED = re.compile(r"^changed: \[(?P<host>[^\]\s]+)")
+
+
+def changed_tasks(lines: list[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    task = None
+    for line in lines:
+        header = HEADER.match(line)
+        if header:
+            task = header.group("name")
+            continue
+        changed = CHANGED.match(line)
+        if changed and task is not None:
+            hosts = found.setdefault(task, [])
+            if changed.group("host") not in hosts:
+                hosts.append(changed.group("host"))
+    return found
+
+
+if __name__ == "__main__":
+    print(json.dumps(changed_tasks(sys.stdin.read().splitlines()), indent=2, sort_keys=True))
