@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import stat
 import threading
 from collections.abc import Iterator
 
@@ -102,3 +103,22 @@ def test_ca_combined_is_never_seen_half_written(tmp_path: pathlib.Path, ca: CA) 
         stop.set()
         writer.join()
     assert len(seen) == 2, "the writer never changed the file under the reader"
+
+
+def test_a_rewritten_file_keeps_its_mode_and_owner(tmp_path: pathlib.Path, ca: CA) -> None:
+    """Written through a temporary file, a changed ``.ca_combined`` still keeps the mode and owner
+    it had, as when it was rewritten in place: a ``kong`` command run as root leaves it to the
+    user Kong runs as."""
+    from kongsim import tls
+
+    conf = {"prefix": str(tmp_path / "prefix"), "lua_ssl_trusted_certificate": ca.cert}
+    path = tls.trusted_bundle(conf)
+    os.chmod(path, 0o640)
+    os.chown(path, 65534, 65534)
+    conf["lua_ssl_trusted_certificate"] = str(tmp_path / "two.pem")
+    (tmp_path / "two.pem").write_text(ca.cert * 2)
+    assert tls.trusted_bundle(conf) == path
+    with open(path, encoding="utf-8") as fh:
+        assert fh.read() == ca.cert * 2
+    st = os.stat(path)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 65534, 65534)

@@ -19,6 +19,7 @@ import ipaddress
 import os
 import re
 import ssl
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -160,18 +161,28 @@ class ConfError(Exception):
 def _write(path: str, data: bytes, mode: int = 0o644) -> None:
     """Writes the file whole, or leaves it as it was: ``.ca_combined`` is rewritten each time a
     connection is set up (PostgreSQL, Redis, health checks) while another may be reading it, so
-    a reader must never see it half-written. An unchanged file is not rewritten."""
+    a reader must never see it half-written. An unchanged file is not rewritten. ``mode`` applies
+    to a new file; a rewritten one keeps its mode and owner, as when it was rewritten in place
+    (a root ``kong`` command must not take a key away from the user Kong runs as)."""
     try:
         with open(path, "rb") as fh:
             if fh.read() == data:
                 return
+            existing: os.stat_result | None = os.fstat(fh.fileno())
     except OSError:
-        pass
+        existing = None
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            if existing is not None:
+                os.fchmod(fh.fileno(), stat.S_IMODE(existing.st_mode))
+                if (existing.st_uid, existing.st_gid) != (os.geteuid(), os.getegid()):
+                    # only root may give a file away; others could not have written it in place
+                    # either, unless it was writable to them
+                    with contextlib.suppress(PermissionError):
+                        os.fchown(fh.fileno(), existing.st_uid, existing.st_gid)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
