@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Builds the Debian 12 image with systemd as PID 1 that the Molecule scenarios start.
 # No registry is needed: the root filesystem comes from debootstrap against the host's own
-# Debian mirror. Molecule reaches the containers over SSH, as an inventory reaches real hosts
-# (a `podman exec` per command costs seconds per task): root logs in with a key made here, in
-# build/ssh/, for test containers only. Rebuilt only when this script or that key changes (the
-# image carries their hash as a label).
+# Debian mirror. The image carries fresh package lists, as a real Debian host does (the roles
+# refresh lists older than an hour themselves), and the Debian packages the Kong simulator's
+# package depends on: it is test equipment, and installing its Python libraries in every gateway
+# container would only repeat the same work (Kong's own package, PostgreSQL, Redis and llm_api's
+# Python still come from the roles). Molecule reaches the containers over SSH, as an inventory
+# reaches real hosts (a `podman exec` per command costs seconds per task): root logs in with a key made here, in
+# build/ssh/, for test containers only. Rebuilt only when this script, that key or the
+# simulator's Depends change (the image carries their hash as a label).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE=${AI_GATEWAY_IMAGE:-localhost/ai-gateway-debian:12}
 KEY=build/ssh/id_ed25519
+SIMULATOR_CONTROL=tests/kongsim/package/debian/control.in
 if [ ! -f "$KEY" ]; then
   mkdir -p "$(dirname "$KEY")"
   ssh-keygen -q -t ed25519 -N "" -C ai-gateway-molecule -f "$KEY"
 fi
-recipe=$(cat "$0" "$KEY.pub" | sha256sum | cut -c1-16)
+recipe=$(cat "$0" "$KEY.pub" "$SIMULATOR_CONTROL" | sha256sum | cut -c1-16)
 current=$(podman image inspect --format '{{ index .Labels "ai-gateway.recipe" }}' "$IMAGE" 2>/dev/null || true)
 if [ "$current" = "$recipe" ]; then
   exit 0
@@ -25,6 +30,11 @@ if [ -z "$mirror" ]; then
   mirror=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
 fi
 [ -n "$mirror" ] || { echo "build-image: cannot read the host's Debian mirror" >&2; exit 1; }
+
+# The simulator package's Depends, without version constraints: "python3 (>= 3.11), passwd"
+# becomes "python3 passwd".
+simulator_depends=$(sed -n 's/^Depends: //p' "$SIMULATOR_CONTROL" | sed 's/ *([^)]*)//g; s/, */ /g')
+[ -n "$simulator_depends" ] || { echo "build-image: no Depends in $SIMULATOR_CONTROL" >&2; exit 1; }
 
 rootfs=$(mktemp -d)
 trap 'rm -rf "$rootfs"' EXIT
@@ -45,8 +55,11 @@ for unit in systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2
 done
 install -d -m 0700 "$rootfs/root/.ssh"
 install -m 0600 "$KEY.pub" "$rootfs/root/.ssh/authorized_keys"
+chroot "$rootfs" apt-get -q update >/dev/null
+# shellcheck disable=SC2086 # one word per package
+DEBIAN_FRONTEND=noninteractive chroot "$rootfs" apt-get install -q -y --no-install-recommends \
+  $simulator_depends >/dev/null
 chroot "$rootfs" apt-get clean
-rm -rf "$rootfs"/var/lib/apt/lists/*
 
 tar -C "$rootfs" -c . | podman import \
   --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL=SIGRTMIN+3' \
