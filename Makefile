@@ -18,7 +18,7 @@ setup:
 run:
 	llm-api
 
-## The whole test suite, as CI runs it (two lanes; see scripts/test-all.sh).
+## The whole test suite, as CI runs it (three lanes; see scripts/test-all.sh).
 test: setup
 	RESULTS=$(RESULTS) scripts/test-all.sh
 
