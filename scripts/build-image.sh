@@ -6,9 +6,9 @@
 # package depends on: it is test equipment, and installing its Python libraries in every gateway
 # container would only repeat the same work (Kong's own package, PostgreSQL, Redis and llm_api's
 # Python still come from the roles). Molecule reaches the containers over SSH, as an inventory
-# reaches real hosts (a `podman exec` per command costs seconds per task): root logs in with a key made here, in
-# build/ssh/, for test containers only. Rebuilt only when this script, that key or the
-# simulator's Depends change (the image carries their hash as a label).
+# reaches real hosts (a `podman exec` per command costs seconds per task): root logs in with a
+# key made here, in build/ssh/, for test containers only. Rebuilt only when this script, that key
+# or the simulator's Depends change (the image carries their hash as a label).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
