@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The `default` end-to-end scenario, run as the README's container quick start is written
-# (README.md, the block marked `containers`): converge, idempotence, the README's curls with the
-# statuses its comments promise, verify, destroy. It covers what `molecule test -s default` runs
-# (create and prepare come with converge), so make test runs the scenario once, through the
-# README. Recorded as molecule-default in the summary.
+# (README.md, the block marked `containers`): converge, the README's curls with the statuses its
+# comments promise, verify, destroy. It covers what `molecule test -s default` runs (create and
+# prepare come with converge; verify's leak scan runs site.yml again and fails on any change, the
+# idempotence check), so make test runs the scenario once, through the README. Recorded as
+# molecule-default in the summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh

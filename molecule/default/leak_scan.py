@@ -3,7 +3,8 @@
 
 Runs, against the scenario's inventory, the playbooks a user runs and the ways they fail:
 
-- site.yml, site.yml --check --diff with a changed rate limit and route path, verify.yml;
+- site.yml (on the converged scenario: the idempotence check, every host must report changed=0),
+  site.yml --check --diff with a changed rate limit and route path, verify.yml;
 - failing runs: Kong's Admin API unreachable, Kong rejecting a plugin's configuration, a wrong
   shared secret and a PostgreSQL password that Kong's configuration cannot carry (both refused by
   preflight), each at -v and -vvv (the passing runs at -vvv only: at -vvv Ansible prints
@@ -13,16 +14,20 @@ then counts every known secret (read from the JSON file given as argument: {name
 each run's output, in the values the playbooks registered (molecule/default/leak_dump.yml), and
 in Kong's, PostgreSQL's and llm_api's logs in the containers (the whole journal, /var/log and
 Kong's log directory). Prints one line per source with the counts; exits 1 when any count is not
-zero, when the check-mode diff does not show the changed non-secret fields, or when a failing run
-does not fail with its clear message.
+zero, when the site.yml run changed anything, when the check-mode run does not show the changed
+non-secret fields or reports any other change, when a run left no registered values of a host,
+or when a failing run does not fail with its clear message.
 
-    leak_scan.py SECRETS_JSON   # in Molecule's environment (MOLECULE_* variables)
+    leak_scan.py SECRETS_JSON   # in Molecule's environment (MOLECULE_* variables), with
+                                # LEAK_SCAN_HOSTS and LEAK_SCAN_GATEWAYS: the inventory's
+                                # hosts and its gateways, as JSON lists
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -30,6 +35,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "shared" / "files"))
+from changed_tasks import changed_tasks  # noqa: E402 (test equipment beside this scenario)
+
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
 PLAYBOOKS = PROJECT / "playbooks"
@@ -37,9 +45,14 @@ CONTAINER_LOGS = (
     "journalctl --no-pager -o cat 2>/dev/null; "
     "find /var/log /usr/local/kong/logs -type f -size -20M 2>/dev/null | xargs -r cat 2>/dev/null"
 )
-# The check-mode run changes these non-secret fields: its diff must show them.
+# The check-mode run changes these non-secret fields: its diff must show them, and these tasks
+# (on the gateways) are the only ones it may report as changed.
 CHANGED_LIMIT = 59
 CHANGED_PATH = "/llm-leak-scan/v1"
+CHECK_CHANGES = {
+    "kong_gateway : Declare the route",
+    "kong_gateway : Declare the plugins (key-auth, request-transformer, rate limits)",
+}
 
 
 def run_playbook(name: str, playbook: Path, args: list[str], dump: Path | None) -> dict:
@@ -65,6 +78,12 @@ def run_playbook(name: str, playbook: Path, args: list[str], dump: Path | None) 
         "output": proc.stdout + proc.stderr,
         "seconds": time.monotonic() - start,
     }
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP of a run: {host: {"ok": n, "changed": n, ...}}."""
+    found = re.findall(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", output, re.MULTILINE)
+    return {host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", rest)} for host, rest in found}
 
 
 def container_logs(container: str) -> str:
@@ -147,9 +166,28 @@ def main() -> int:
         for run in runs:
             if run["rc"] != 0:
                 problems.append(f"{run['name']} failed (rc {run['rc']}): {run['output'][-1500:]}")
+        # Idempotence: site.yml again on the converged scenario changes nothing, on any host.
+        totals = recap(runs[0]["output"])
+        changed = {h: t.get("changed") for h, t in totals.items() if t.get("changed") != 0}
+        hosts = set(json.loads(os.environ["LEAK_SCAN_HOSTS"]))
+        if not totals or changed or hosts - set(totals):
+            problems.append(
+                f"site.yml on the converged scenario is not idempotent: changed {changed}, "
+                f"no recap for {sorted(hosts - set(totals))}"
+            )
+        for name in ("site", "check", "verify"):
+            missing = sorted(hosts - {p.stem for p in Path(tmp, name).glob("*.json")})
+            if missing:
+                problems.append(f"the {name} run left no registered values of {missing}")
         check = runs[1]["output"]
         if f'"minute": {CHANGED_LIMIT}' not in check or CHANGED_PATH not in check:
             problems.append("the --check --diff diff misses the changed rate limit or route")
+        # Check mode is accurate: it reports exactly the two changes it was given (so the scenario
+        # needs no other --check run to prove that check mode reports no spurious change).
+        would_change = changed_tasks(check.splitlines())
+        gateways = set(json.loads(os.environ["LEAK_SCAN_GATEWAYS"]))
+        if set(would_change) != CHECK_CHANGES or set().union(*would_change.values()) - gateways:
+            problems.append(f"the --check --diff run reports other changes: {would_change}")
         for name, playbook, args, message in failing:
             for level in ("-v", "-vvv"):
                 run = run_playbook(f"{name} {level}", playbook, [level, *args], None)

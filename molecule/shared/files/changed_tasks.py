@@ -7,7 +7,8 @@ hosts it changed (a delegated task counts for the host it ran for, as in the pla
     {"llm_api : Render the environment file with the service's settings": ["cluster-llm1"], ...}
 
 Handlers are listed by their name like tasks. The cluster scenario uses it to prove that a
-rollout changed only what restarts llm_api, i.e. that the rest of site.yml is idempotent.
+rollout changed only what restarts llm_api, i.e. that the rest of site.yml is idempotent; the
+default scenario's leak scan, that its --check --diff run would change only what it was given.
 """
 
 from __future__ import annotations
