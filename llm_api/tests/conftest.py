@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -44,9 +45,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on 127.0.0.1 a moment ago, below the kernel's ephemeral range: a port from
+    bind(0) can go to another process's outgoing connection before the test's server binds it
+    (make test runs several suites at once); ports below the range never do."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as fh:
+        low = int(fh.read().split()[0])
+    for port in random.sample(range(max(1024, low - 12000), low), 1000):
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", port))
+            return port
+    raise RuntimeError(f"no free TCP port on 127.0.0.1 below {low}")
 
 
 @dataclass

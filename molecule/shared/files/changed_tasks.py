@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Which tasks an ansible-playbook run changed, and on which hosts, read from its plain output.
 
-Reads the output of the default stdout callback on stdin and prints one JSON object, task name ->
-hosts it changed (a delegated task counts for the host it ran for, as in the play recap):
+Reads the output of the default stdout callback on stdin (coloured or not) and prints one JSON
+object, task name -> hosts it changed (a delegated task counts for the host it ran for, as in
+the play recap):
 
     {"llm_api : Render the environment file with the service's settings": ["cluster-llm1"], ...}
 
@@ -17,6 +18,7 @@ import json
 import re
 import sys
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours, when the caller's environment forces them
 HEADER = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?P<name>.+)\] \**$")
 CHANGED = re.compile(r"^changed: \[(?P<host>[^\]\s]+)")
 
@@ -24,7 +26,7 @@ CHANGED = re.compile(r"^changed: \[(?P<host>[^\]\s]+)")
 def changed_tasks(lines: list[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     task = None
-    for line in lines:
+    for line in (ANSI.sub("", raw) for raw in lines):
         header = HEADER.match(line)
         if header:
             task = header.group("name")
