@@ -34,6 +34,13 @@ if ! cmp -s "$desired" "$conf" 2>/dev/null; then
   install -m 0644 "$desired" "$conf"
 fi
 
+# The container image (debootstrap, about a minute of one core) builds while pip fills the
+# virtualenv (as long, on the other core); setup fails if either does. If pip fails, the build
+# still ends before setup exits, so that no half-made root filesystem is left behind.
+scripts/build-image.sh &
+image_build=$!
+trap 'wait "$image_build" 2>/dev/null || true' EXIT
+
 PYTHON=${PYTHON:-python3.11}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
@@ -58,4 +65,5 @@ fi
 # ansible-core alone it installs them from Galaxy into ./collections (ansible.cfg's first path).
 ANSIBLE_CONFIG=$PWD/ansible.cfg .venv/bin/ansible-galaxy collection install -r requirements.yml
 
-scripts/build-image.sh
+trap - EXIT
+wait "$image_build" || { echo "setup: building the container image failed" >&2; exit 1; }

@@ -10,6 +10,8 @@ the play recap):
 Handlers are listed by their name like tasks. The cluster scenario uses it to prove that a
 rollout changed only what restarts llm_api, i.e. that the rest of site.yml is idempotent; the
 default scenario's leak scan, that its --check --diff run would change only what it was given.
+
+With --ran, the hosts each task ran on (ok or changed; not skipped), in the same form.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import sys
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours, when the caller's environment forces them
 HEADER = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?P<name>.+)\] \**$")
 CHANGED = re.compile(r"^changed: \[(?P<host>[^\]\s]+)")
+RAN = re.compile(r"^(?:ok|changed): \[(?P<host>[^\]\s]+)")
 
 
-def changed_tasks(lines: list[str]) -> dict[str, list[str]]:
+def changed_tasks(lines: list[str], result: re.Pattern[str] = CHANGED) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     task = None
     for line in (ANSI.sub("", raw) for raw in lines):
@@ -31,7 +34,7 @@ def changed_tasks(lines: list[str]) -> dict[str, list[str]]:
         if header:
             task = header.group("name")
             continue
-        changed = CHANGED.match(line)
+        changed = result.match(line)
         if changed and task is not None:
             hosts = found.setdefault(task, [])
             if changed.group("host") not in hosts:
@@ -40,4 +43,8 @@ def changed_tasks(lines: list[str]) -> dict[str, list[str]]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(changed_tasks(sys.stdin.read().splitlines()), indent=2, sort_keys=True))
+    result = RAN if sys.argv[1:] == ["--ran"] else CHANGED
+    if sys.argv[1:] not in ([], ["--ran"]):
+        sys.exit("usage: changed_tasks.py [--ran] < ansible-playbook-output")
+    found = changed_tasks(sys.stdin.read().splitlines(), result)
+    print(json.dumps(found, indent=2, sort_keys=True))
