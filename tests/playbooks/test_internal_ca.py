@@ -89,3 +89,90 @@ def test_certificates_are_issued_once_with_the_names_and_usage_asked_for(
     assert "changed=0" in second.stdout
     assert "changed=1" not in second.stdout
     assert {path.name: path.read_bytes() for path in ca_dir.iterdir()} == before
+
+
+def test_each_ca_is_checked_once_per_run(
+    ansible_playbook: RunPlaybook, tmp_path: pathlib.Path
+) -> None:
+    """Every issue.yml includes the CA's creation; within one run, across `serial` batches and
+    plays, its module runs happen once per CA directory (they cost a second of the controller's
+    CPU each time)."""
+    common = {"ansible_connection": "local"}
+    inventory = {
+        "all": {
+            "hosts": {
+                "gw1": {**common, "internal_ca_dir": str(tmp_path / "ca1")},
+                "gw2": {**common, "internal_ca_dir": str(tmp_path / "ca1")},
+                "other": {**common, "internal_ca_dir": str(tmp_path / "ca2")},
+            }
+        }
+    }
+    play = tmp_path / "play.yml"
+    play.write_text(
+        PLAY.replace("hosts: all", "hosts: all\n  serial: 1")
+        + PLAY.replace("hosts: all", "hosts: gw2").replace("Issue\n", "Issue again\n", 1)
+    )
+
+    run = ansible_playbook(inventory, play)
+    assert run.returncode == 0, run.stdout + run.stderr
+    # The hosts the CA's key task ran for (ok or changed, not skipped), in order.
+    ran: list[str] = []
+    in_task = False
+    for line in run.stdout.splitlines():
+        if line.startswith("TASK ["):
+            in_task = line.startswith("TASK [internal_ca : Create the internal CA's private key]")
+        elif in_task and line.startswith(("ok: [", "changed: [")):
+            ran.append(line.split("[", 1)[1].split("]", 1)[0].split(" ->")[0])
+    assert ran == ["gw1", "other"], run.stdout
+    for name in ("gw1", "gw2"):
+        assert (tmp_path / "ca1" / f"{name}.crt").is_file()
+    assert (tmp_path / "ca2" / "other.crt").is_file()
+
+
+def module_runs(stdout: str, task: str) -> list[str]:
+    """The hosts `internal_ca : <task>` ran for (ok or changed, not skipped), in order."""
+    ran: list[str] = []
+    in_task = False
+    for line in stdout.splitlines():
+        if line.startswith("TASK ["):
+            in_task = line.startswith(f"TASK [internal_ca : {task}]")
+        elif in_task and line.startswith(("ok: [", "changed: [")):
+            ran.append(line.split("[", 1)[1].split("]", 1)[0].split(" ->")[0])
+    return ran
+
+
+def test_a_matching_certificate_is_kept_without_the_modules_and_anything_else_reissued(
+    ansible_playbook: RunPlaybook, tmp_path: pathlib.Path
+) -> None:
+    """The second run reads the issued files in-process and skips the three modules; other
+    names, or a certificate file that does not parse, go through them again."""
+    ca_dir = tmp_path / "ca"
+    host = {"ansible_connection": "local", "internal_ca_dir": str(ca_dir)}
+    inventory = {"all": {"hosts": {"gw1": {**host, "internal_ca_names": ["gw1", "10.0.0.1"]}}}}
+    play = tmp_path / "play.yml"
+    play.write_text(PLAY)
+    assert ansible_playbook(inventory, play).returncode == 0
+    issued = (ca_dir / "gw1.crt").read_bytes()
+
+    again = ansible_playbook(inventory, play)
+    assert again.returncode == 0, again.stdout + again.stderr
+    modules = ("Create the certificate's private key", "Sign the certificate with the internal CA")
+    for task in modules:
+        assert module_runs(again.stdout, task) == [], again.stdout
+    assert (ca_dir / "gw1.crt").read_bytes() == issued
+
+    # Another name: the modules run and the certificate covers it.
+    inventory["all"]["hosts"]["gw1"]["internal_ca_names"] = ["gw1", "10.0.0.1", "gw1.example"]
+    renamed = ansible_playbook(inventory, play)
+    assert renamed.returncode == 0, renamed.stdout + renamed.stderr
+    assert module_runs(renamed.stdout, "Sign the certificate with the internal CA") == ["gw1"]
+    sans = load(ca_dir / "gw1.crt").extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert sans.value.get_values_for_type(x509.DNSName) == ["gw1", "gw1.example"]
+
+    # A certificate that does not parse: issued again, not a failed run.
+    broken_pem = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+    (ca_dir / "gw1.crt").write_text(broken_pem)
+    broken = ansible_playbook(inventory, play)
+    assert broken.returncode == 0, broken.stdout + broken.stderr
+    assert module_runs(broken.stdout, "Sign the certificate with the internal CA") == ["gw1"]
+    assert issued_by(load(ca_dir / "gw1.crt"), load(ca_dir / "ca.crt"))
