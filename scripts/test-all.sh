@@ -7,7 +7,7 @@
 #   roles    the playbook checks and the simulator's suite, then `kong_gateway` and `dbless`;
 #   cluster  `cluster` (five containers, the rolling updates under load), `llm_api`, `kong`.
 # The lanes are balanced by their measured length: from a fresh clone on the 2-core machine
-# (2026-12-03) they ended after 22.5, 23.5 and 25 minutes. Each lane goes on only while its own
+# (2026-12-03) they ended after 24, 26 and 26.5 minutes. Each lane goes on only while its own
 # suites pass.
 # Ends with one summary line over every suite's report (build/test-results).
 set -uo pipefail
