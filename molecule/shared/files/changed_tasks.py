@@ -43,8 +43,8 @@ def changed_tasks(lines: list[str], result: re.Pattern[str] = CHANGED) -> dict[s
 
 
 if __name__ == "__main__":
-    result = RAN if sys.argv[1:] == ["--ran"] else CHANGED
     if sys.argv[1:] not in ([], ["--ran"]):
         sys.exit("usage: changed_tasks.py [--ran] < ansible-playbook-output")
+    result = RAN if sys.argv[1:] == ["--ran"] else CHANGED
     found = changed_tasks(sys.stdin.read().splitlines(), result)
     print(json.dumps(found, indent=2, sort_keys=True))
