@@ -306,6 +306,77 @@ async def test_reservations_settle_to_the_real_usage(
         assert await settled(redis_up, "c-gone-plain", estimate, quotas) == estimate
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_the_settlement_reaches_redis_before_the_answer_ends(
+    provider: FakeProvider, redis_up: RedisServer, stream: bool
+) -> None:
+    """A client near its limit may send its next request, through another replica, the moment
+    it has the whole answer (for a stream: its [DONE]); that replica must find the unused tokens
+    returned. So the settlement is in Redis before that message is handed to the server, however
+    late this process runs again (the check below blocks the event loop: nothing queued for
+    later can run)."""
+    # 300 tokens a minute: room for a few requests of this size, too few for a lease.
+    cfg = config(provider.url, redis_up.url, default={"tokens_per_minute": 300})
+    async with serve(cfg, gateway_secret=GATEWAY_SECRET) as gw:
+        await post(gw, "c-warm", body())  # Redis connected and its script loaded
+        request = body(words=7, max_tokens=12)
+        if stream:
+            request |= {"stream": True, "stream_options": {"include_usage": True}}
+        payload = json.dumps(request).encode()
+        headers = [(k.lower().encode(), v.encode()) for k, v in who("c-order").items()]
+        headers += [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(payload)),
+        ]
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/chat/completions",
+            "raw_path": b"/v1/chat/completions",
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+        answer = b""
+        complete = False
+        in_redis_when_complete: list[int] = []
+        received = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal received
+            if not received:
+                received = True
+                return {"type": "http.request", "body": payload, "more_body": False}
+            await asyncio.Event().wait()  # the client stays
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal answer, complete
+            if message["type"] != "http.response.body":
+                return
+            answer += message.get("body", b"")
+            ends = b"data: [DONE]" in answer if stream else not message.get("more_body", False)
+            if ends and not complete:
+                complete = True
+                in_redis_when_complete.append(used(redis_up, "c-order"))
+
+        await gw.app(scope, receive, send)
+        if stream:
+            events = sse_events(answer.decode())
+            assert events[-1] == "[DONE]"
+            spent = json.loads(events[-2])["usage"]["total_tokens"]
+        else:
+            spent = json.loads(answer)["usage"]["total_tokens"]
+        assert gw.app.state.gateway.quotas.estimate(request, True) > spent
+        assert in_redis_when_complete == [spent]
+
+
 async def test_usage_totals_cost_and_the_usage_command(
     provider: FakeProvider, redis_up: RedisServer, tmp_path: Path
 ) -> None:

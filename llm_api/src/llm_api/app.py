@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llm_api import __version__
-from llm_api.backends import Backend, Stream, Usage
+from llm_api.backends import DONE, Backend, Stream, Usage
 from llm_api.backends.mock import MockBackend
 from llm_api.backends.native import NativeBackend
 from llm_api.backends.sse import KEEPALIVE
@@ -174,10 +174,16 @@ class SSEResponse(Response):
             async for data in self._stream:
                 if self._client_gone:
                     break  # the cancellation was swallowed below us (a library's own handling)
-                self._last_send = loop.time()
-                await send({"type": "http.response.body", "body": data, "more_body": True})
                 if ctx.first_chunk is None and data.startswith(b"data:"):
                     ctx.first_chunk = time.perf_counter()
+                if data.endswith(DONE):
+                    # Clients take [DONE] as the end: it goes out as the last body message,
+                    # after the stream's usage is recorded (the reservation is settled before
+                    # the last message is sent).
+                    tail = data
+                    continue
+                self._last_send = loop.time()
+                await send({"type": "http.response.body", "body": data, "more_body": True})
         except asyncio.CancelledError:
             if not self._client_gone:
                 raise
@@ -472,17 +478,22 @@ class GatewayMiddleware:
             if message["type"] == "http.response.start":
                 ctx.status = message["status"]
                 message["headers"] = [*message.get("headers", ()), rid_header, *ctx.rate_headers]
-            await send(message)
-            if (
-                ctx.reservation is not None
+            res = ctx.reservation
+            last = (
+                res is not None
                 and message["type"] == "http.response.body"
                 and not message.get("more_body", False)
-            ):
-                # The settlement is queued as the answer's last bytes leave and goes to Redis
-                # in this pass of the event loop: long before the client's next request,
-                # through any replica, can reach Redis, so it finds the unused tokens returned
-                # instead of being refused while the quota has room. Queued after the send,
-                # Redis's work is not on the answer's path.
+            )
+            if last and res.near_limit:
+                # Near the limit the settlement is written to Redis before the answer's last
+                # bytes go out, so the client's next request, through any replica, reaches Redis
+                # after it and finds the unused tokens returned instead of being refused while
+                # the quota has room (even when this process is not scheduled again for a
+                # while). Nothing waits for Redis's reply: its work is not on the answer's path.
+                self._settle(ctx)
+            await send(message)
+            if last:
+                # Elsewhere it goes out with the other Redis commands of this loop pass.
                 self._settle(ctx)
 
         try:

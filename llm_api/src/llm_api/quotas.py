@@ -219,6 +219,9 @@ class Reservation:
     """Redis could not be asked (on_redis_error: allow): nothing was reserved."""
     lease: Lease | None = None
     """The replica's lease the amount came from (None: reserved in Redis for this request)."""
+    near_limit: bool = False
+    """Fewer than LEASE_REQUESTS more requests of this size fit in a limited window: the
+    settlement is written to Redis at once (the client's next request may be refused else)."""
 
 
 def reset_text(ms: int) -> str:
@@ -482,6 +485,8 @@ class Quotas:
                 headers={k.decode(): v.decode() for k, v in headers}
                 | {"Retry-After": str(max(1, math.ceil(reset / 1000)))},
             )
+        left = [r for r, limited in ((rem_m, tpm), (rem_d, tpd)) if limited]
+        res.near_limit = min(left) < amount * LEASE_REQUESTS
         if granted and self.redis is not None and self.redis.connected:
             self._lease(consumer, res, granted, (rem_m, reset_m, rem_d, reset_d), epoch)
             rem_m, rem_d = rem_m + granted if tpm else rem_m, rem_d + granted if tpd else rem_d
@@ -548,8 +553,10 @@ class Quotas:
         `served`: an answer went out (status 200). Without usage from the provider the
         reservation is kept whole; when nothing was served it is released. Into the replica's
         lease when the amount came from it and it is still current (no Redis call); otherwise
-        queued for Redis at once, so that the client's next request, through any replica, finds
-        the unused tokens returned.
+        queued for Redis, and near the limit written at once (not at the end of the loop pass):
+        called before the answer's last bytes go out, the client's next request, through any
+        replica, then finds the unused tokens returned instead of being refused while the quota
+        has room.
         """
         if self.config is None:
             return
@@ -573,10 +580,16 @@ class Quotas:
             if lease.available >= 0:
                 return
             delta, lease.available = -lease.available, 0  # an overrun beyond the lease
-        self._send_settle(res.consumer, res.minute, res.day, delta, res)
+        self._send_settle(res.consumer, res.minute, res.day, delta, res, res.near_limit)
 
     def _send_settle(
-        self, consumer: str, minute: int, day: int, delta: int, limited: Reservation | Lease
+        self,
+        consumer: str,
+        minute: int,
+        day: int,
+        delta: int,
+        limited: Reservation | Lease,
+        at_once: bool = False,
     ) -> None:
         keys_args = [
             *self._keys(consumer),
@@ -587,22 +600,25 @@ class Quotas:
             "1" if limited.limited_minute else "0",
             "1" if limited.limited_day else "0",
         ]
-        self._send(keys_args, "settle", None)
+        self._send(keys_args, "settle", None, at_once)
 
     def _return_lease(self, consumer: str) -> None:
         lease = self._leases.pop(consumer, None)
         if lease is not None and lease.available > 0:
             self._send_settle(consumer, lease.minute, lease.day, -lease.available, lease)
 
-    def _send(self, keys_args: list[Any], operation: str, usage: _Usage | None) -> None:
+    def _send(
+        self, keys_args: list[Any], operation: str, usage: _Usage | None, at_once: bool = False
+    ) -> None:
         """Queue a script call whose reply nobody waits for (it goes out at the end of this
-        pass of the event loop, with the other commands of the pass, in one write). `usage`:
-        the totals an `account` call writes, kept for the next flush if it fails."""
+        pass of the event loop, with the other commands of the pass, in one write; `at_once`:
+        now). `usage`: the totals an `account` call writes, kept for the next flush if it
+        fails."""
         redis = self.redis
         if redis is None or not self._redis_ok():
             self._send_failed(operation, usage, skipped=True)
         elif redis.connected:  # queued; its reply handled by a callback: no task, no wait
-            fut = redis.send("EVALSHA", self._sha, 2, *keys_args)
+            fut = redis.send("EVALSHA", self._sha, 2, *keys_args, at_once=at_once)
             self._tasks.add(fut)
             fut.add_done_callback(lambda done: self._sent(done, keys_args, operation, usage))
         else:

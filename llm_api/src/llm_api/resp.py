@@ -142,22 +142,25 @@ class _Protocol(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(exc)
 
-    def send(self, data: bytes, count: int) -> list[asyncio.Future[Any]]:
-        """Queue `data` (`count` commands) for the end of this loop pass; their futures."""
+    def send(self, data: bytes, count: int, at_once: bool = False) -> list[asyncio.Future[Any]]:
+        """Queue `data` (`count` commands) for the end of this loop pass; their futures.
+        `at_once`: written now, with what the pass queued before it."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         futures = [loop.create_future() for _ in range(count)]
         self.pending.extend((f, now) for f in futures)
-        if not self.out:
+        if not self.out and not at_once:
             loop.call_soon(self._write_out)
         self.out.append(data)
+        if at_once:
+            self._write_out()
         if self.watchdog is None:
             self.watchdog = loop.call_at(now + self.client.timeout, self._check)
         return futures
 
     def _write_out(self) -> None:
         data, self.out = b"".join(self.out), []
-        if self.transport is not None and not self.closed:
+        if data and self.transport is not None and not self.closed:
             self.transport.write(data)
 
     def _check(self) -> None:
@@ -214,11 +217,11 @@ class LeanRedis:
     def connected(self) -> bool:
         return self._conn is not None
 
-    def send(self, *args: Any) -> asyncio.Future[Any]:
-        """Queue one command (written at the end of this loop pass); the future of its reply.
-        Only while `connected`."""
+    def send(self, *args: Any, at_once: bool = False) -> asyncio.Future[Any]:
+        """Queue one command (written at the end of this loop pass, or `at_once`); the future of
+        its reply. Only while `connected`."""
         assert self._conn is not None
-        return self._conn.send(encode(args), 1)[0]
+        return self._conn.send(encode(args), 1, at_once)[0]
 
     async def call(self, *args: Any) -> Any:
         """Run one command (connecting first when needed); its reply."""
