@@ -493,7 +493,8 @@ class GatewayMiddleware:
                 self._settle(ctx)
             await send(message)
             if last:
-                # Elsewhere it goes out with the other Redis commands of this loop pass.
+                # Farther from the limit it is settled here, after the send (a no-op when it was
+                # settled above), and goes out with the other Redis commands of this loop pass.
                 self._settle(ctx)
 
         try:
